@@ -1,0 +1,18 @@
+//! Behaviour every BookStore service shares, so no service re-implements it:
+//! how a service is served over HTTP ([`http`]), how errors look on the wire
+//! ([`error`]), what it measures ([`metrics`]), how it calls its peers
+//! ([`peer`]), where its peers are ([`cluster`]), the wire types of the public
+//! and internal APIs ([`api`]), the initial inventory ([`inventory`]) and the
+//! shared peer token ([`token`]).
+
+pub mod api;
+pub mod cluster;
+pub mod error;
+pub mod http;
+pub mod inventory;
+pub mod metrics;
+pub mod peer;
+pub mod telemetry;
+pub mod token;
+
+pub use error::ApiError;

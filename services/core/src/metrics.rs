@@ -1,0 +1,144 @@
+//! Prometheus metrics, in place of the original's file-based monitor.
+//!
+//! Each service owns one [`Metrics`] (its own registry, so services started in
+//! one process for tests still expose only their own series). Two histograms
+//! answer the original's evaluation questions: how long each route takes as
+//! seen by its caller (`bookstore_http_request_duration_seconds`) and how long
+//! each call to another tier takes (`bookstore_upstream_duration_seconds`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
+
+/// Latency buckets from 50 µs (a cache hit on loopback) to 5 s (a peer timeout).
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0,
+];
+
+/// The metrics of one service process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    service: Arc<str>,
+    http_duration: HistogramVec,
+    upstream_duration: HistogramVec,
+}
+
+impl Metrics {
+    /// Creates the registry of `service` (e.g. `catalog`) with the request and
+    /// upstream histograms registered.
+    pub fn new(service: &str) -> Self {
+        let registry = Registry::new();
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "bookstore_http_request_duration_seconds",
+                "Time to answer an HTTP request, by service, route, method and status.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["service", "route", "method", "status"],
+        )
+        .expect("static metric definition is valid");
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "bookstore_upstream_duration_seconds",
+                "Time of a call to another tier as seen by the caller, by caller, callee, operation and outcome.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["from", "to", "operation", "outcome"],
+        )
+        .expect("static metric definition is valid");
+        let metrics = Self {
+            registry,
+            service: service.into(),
+            http_duration,
+            upstream_duration,
+        };
+        metrics.register(Box::new(metrics.http_duration.clone()));
+        metrics.register(Box::new(metrics.upstream_duration.clone()));
+        metrics
+    }
+
+    /// Registers a service-specific collector (cache hits, replication lag...).
+    ///
+    /// Panics on a duplicate name: that is a programming error found by any test.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry
+            .register(collector)
+            .expect("each metric is registered once per service");
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Records one call from this service to `to` (`cache`, `catalog`...).
+    pub fn observe_upstream(&self, to: &str, operation: &str, ok: bool, started: Instant) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.upstream_duration
+            .with_label_values(&[self.service(), to, operation, outcome])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every series of this service.
+    pub fn render(&self) -> String {
+        let mut buffer = Vec::new();
+        let encoder = TextEncoder::new();
+        if let Err(error) = encoder.encode(&self.registry.gather(), &mut buffer) {
+            tracing::warn!(%error, "encoding metrics failed");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// Axum middleware that times every request by its matched route.
+pub async fn track_requests(
+    State(metrics): State<Metrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    metrics
+        .http_duration
+        .with_label_values(&[
+            metrics.service(),
+            route.as_str(),
+            method.as_str(),
+            response.status().as_str(),
+        ])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// The `/metrics` handler.
+pub async fn serve_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    (
+        [(CONTENT_TYPE, "text/plain; version=0.0.4")],
+        metrics.render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn upstream_calls_show_up_in_the_exposition() {
+        let metrics = Metrics::new("frontend");
+        metrics.observe_upstream("cache", "lookup", true, Instant::now());
+        let text = metrics.render();
+        assert!(text.contains("bookstore_upstream_duration_seconds_count{from=\"frontend\",operation=\"lookup\",outcome=\"ok\",to=\"cache\"} 1"), "{text}");
+    }
+}
