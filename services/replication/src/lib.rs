@@ -1,0 +1,12 @@
+//! Primary-backup replication for the catalog and order tiers.
+//!
+//! - [`rule`]: the primary rule, a pure function.
+//! - [`topology`]: what the coordinator and the members tell each other.
+//! - [`coordinator`]: liveness, the in-sync set and epochs, free of I/O.
+//! - [`coordinator_server`]: the coordinator served over HTTP (`bookstore up`).
+//! - [`store`]: the embedded database (SQLite in WAL mode) a member keeps.
+//! - [`node`]: a replicated member: group commit, replication, resync, fencing.
+
+pub mod coordinator;
+pub mod rule;
+pub mod topology;
