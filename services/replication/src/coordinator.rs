@@ -298,11 +298,10 @@ impl TierState {
         if primary_changed {
             failover = previous_primary.is_some_and(|p| !self.is_live(p, now, timeout))
                 || previous_primary.is_some_and(|p| !self.in_sync.contains(&p));
-            match desired {
-                // A new primary starts a new lineage: everyone else resyncs.
-                Some(new) => self.in_sync = BTreeSet::from([new]),
-                // No healthy member: keep the in-sync set and wait for it.
-                None => {}
+            // A new primary starts a new lineage: everyone else resyncs. With
+            // no healthy member, the in-sync set stays: the tier waits for it.
+            if let Some(new) = desired {
+                self.in_sync = BTreeSet::from([new]);
             }
             reasons.push(match (previous_primary, desired) {
                 (Some(old), Some(new)) => {

@@ -139,7 +139,7 @@ fn bootstrap_gives_up_waiting_after_the_deadline() {
 
 #[test]
 fn a_learner_added_by_the_primary_becomes_in_sync() {
-    let mut s = Scenario::healthy_pair();
+    let s = Scenario::healthy_pair();
     assert_eq!(s.in_sync(), vec![0, 1]);
     assert_eq!(s.topology().primary, Some(0));
     assert_eq!(s.topology().epoch, 2);
@@ -225,8 +225,7 @@ fn a_restarted_replica_leaves_the_in_sync_set() {
 
 #[test]
 fn in_sync_changes_are_checked() {
-    let s = Scenario::healthy_pair();
-    let mut s = s;
+    let mut s = Scenario::healthy_pair();
     let topology = s.topology();
     let stale = AlterInSync {
         tier: TIER,

@@ -1,0 +1,415 @@
+//! A member of a replicated tier: it executes writes when it is the primary,
+//! applies the primary's writes when it is a replica, resyncs when it joins,
+//! and fences itself when it learns of a newer primary.
+//!
+//! The parts, one concept a module:
+//! - [`writer`]: the single task that owns the database and applies batches
+//!   (group commit on the primary, replicated batches on a replica).
+//! - [`membership`]: heartbeats, topology changes and the resync of a joiner.
+//! - [`routes`]: the peer API (replicate, snapshot, join, submit, topology,
+//!   shutdown and recover for fault injection, status).
+//!
+//! A write on the primary, step by step (see `writer::Writer::lead`):
+//! 1. Gather every write queued so far into one batch (group commit).
+//! 2. Apply it to the local database in one transaction and, at the same
+//!    time, send it to every in-sync replica and learner.
+//! 3. Wait until the local commit (one fsync) and every in-sync replica's
+//!    commit are done. A replica that failed is dropped from the in-sync set
+//!    through the coordinator before anything is acknowledged.
+//! 4. Publish the new state to readers, run the commit hook (the catalog
+//!    invalidates cache entries), then answer every write of the batch.
+
+mod membership;
+pub mod messages;
+mod metrics;
+mod routes;
+mod writer;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use bookstore_core::ApiError;
+use bookstore_core::cluster::{Ordinal, Role};
+use bookstore_core::http::ReadinessCheck;
+use bookstore_core::metrics::Metrics;
+use bookstore_core::peer::PeerClient;
+use bookstore_core::token::PeerToken;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::store::{self, StateMachine};
+use crate::topology::{Epoch, LogIndex, Phase, Topology};
+use messages::MemberStatus;
+use metrics::ReplicationMetrics;
+use writer::{Writer, WriterOp};
+
+/// How long a replica waits for an earlier batch (or its own snapshot) before
+/// it reports a gap; batches can overtake each other on the wire.
+pub const GAP_WAIT: Duration = Duration::from_secs(2);
+/// How long the primary waits for a replica to acknowledge a batch before it
+/// drops the replica from the in-sync set.
+pub const REPLICATE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The most writes one batch (one transaction, one fsync) may hold.
+pub const MAX_BATCH: usize = 512;
+/// Writes that may wait for the writer; beyond this, callers wait to enqueue.
+const WRITER_QUEUE: usize = 4096;
+
+/// A boxed future, for hooks.
+pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Runs after a batch is durable on every in-sync member, before any write of
+/// it is answered: the log index of its last write, and each command with its
+/// output. The catalog invalidates cache entries here.
+pub type CommitHook<M> = Arc<
+    dyn Fn(LogIndex, Vec<(<M as StateMachine>::Command, <M as StateMachine>::Output)>) -> BoxFuture
+        + Send
+        + Sync,
+>;
+/// Runs when this member becomes primary, before it takes its first write.
+pub type PromoteHook = Arc<dyn Fn() -> BoxFuture + Send + Sync>;
+
+/// How to run one member.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub tier: Role,
+    pub ordinal: Ordinal,
+    pub data_dir: PathBuf,
+    /// The public address others use to reach this member (`host:port`).
+    pub public_addr: String,
+    /// The peer address others use to reach this member (`host:port`).
+    pub peer_addr: String,
+    /// Base URL of the coordinator's peer API.
+    pub coordinator_url: String,
+    pub heartbeat_interval: Duration,
+}
+
+/// Why a member could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open database {path}: {source}")]
+    Database {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+}
+
+/// What a member knows about its place in the tier.
+#[derive(Debug, Clone)]
+struct NodeState {
+    phase: Phase,
+    incarnation: u64,
+    topology: Topology,
+    /// The epoch at which the current primary took over, as this member saw
+    /// it: batches from an older epoch come from a deposed primary.
+    leader_since: Epoch,
+    /// The primary (ordinal, incarnation) this member's data derives from.
+    following: Option<(Ordinal, u64)>,
+}
+
+/// State shared by the node's tasks and handlers.
+struct Shared<M: StateMachine> {
+    config: NodeConfig,
+    token: PeerToken,
+    peers: PeerClient,
+    replication_peers: PeerClient,
+    state: Mutex<NodeState>,
+    /// Bumped on every phase or applied-index change, for waiters.
+    progress: watch::Sender<u64>,
+    applied: AtomicU64,
+    data_epoch: AtomicU64,
+    writer: mpsc::Sender<WriterOp<M>>,
+    view: Arc<M::View>,
+    on_promote: PromoteHook,
+    metrics: ReplicationMetrics,
+}
+
+/// A handle to a running member; cheap to clone.
+pub struct Node<M: StateMachine> {
+    shared: Arc<Shared<M>>,
+}
+
+impl<M: StateMachine> Clone for Node<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M: StateMachine> Node<M> {
+    /// Opens the member's database, loads (or seeds) its state and starts its
+    /// writer, heartbeat and resync tasks. It starts in [`Phase::Joining`]:
+    /// it serves nothing until the coordinator has placed it.
+    pub fn start(
+        config: NodeConfig,
+        mut machine: M,
+        token: PeerToken,
+        metrics: Metrics,
+        on_commit: CommitHook<M>,
+        on_promote: PromoteHook,
+    ) -> Result<Self, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| NodeError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
+        let path = config
+            .data_dir
+            .join(format!("{}-{}.db", config.tier, config.ordinal));
+        let db_error = |source| NodeError::Database {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut conn = store::open(&path).map_err(db_error)?;
+        let position = store::read_position(&conn).map_err(db_error)?;
+        let tx = conn.transaction().map_err(db_error)?;
+        machine.open(&tx).map_err(db_error)?;
+        tx.commit().map_err(db_error)?;
+        machine.publish();
+        let view = machine.view();
+
+        let replication_metrics = ReplicationMetrics::new(&metrics, config.tier, config.ordinal);
+        let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
+        let (progress, _) = watch::channel(0);
+        let state = NodeState {
+            phase: Phase::Joining,
+            incarnation: fastrand::u64(1..),
+            topology: Topology::unknown(config.tier),
+            leader_since: 0,
+            following: None,
+        };
+        let shared = Arc::new(Shared {
+            peers: PeerClient::new(token.clone(), metrics.clone()),
+            replication_peers: PeerClient::with_timeout(token.clone(), metrics, REPLICATE_TIMEOUT),
+            token,
+            config,
+            state: Mutex::new(state),
+            progress,
+            applied: AtomicU64::new(position.applied),
+            data_epoch: AtomicU64::new(position.epoch),
+            writer: writer_tx,
+            view,
+            on_promote,
+            metrics: replication_metrics,
+        });
+        shared
+            .metrics
+            .observe_state(Phase::Joining, 0, position.applied);
+        Writer::spawn(
+            shared.clone(),
+            conn,
+            machine,
+            position,
+            writer_rx,
+            on_commit,
+        );
+        membership::spawn(shared.clone());
+        Ok(Self { shared })
+    }
+
+    /// Executes a write: here if this member is the primary, otherwise on
+    /// the primary (a replica forwards writes, as in the original).
+    pub async fn submit(&self, command: M::Command) -> Result<M::Output, ApiError> {
+        let primary_url = {
+            let state = self.shared.lock_state();
+            match state.phase {
+                Phase::Leading => None,
+                Phase::ShutDown => return Err(shut_down()),
+                _ => Some(
+                    state
+                        .topology
+                        .primary_member()
+                        .filter(|p| p.ordinal != self.shared.config.ordinal)
+                        .map(|p| format!("http://{}", p.peer))
+                        .ok_or_else(|| {
+                            ApiError::Unavailable(format!(
+                                "{} has no primary right now",
+                                self.shared.config.tier
+                            ))
+                        })?,
+                ),
+            }
+        };
+        match primary_url {
+            None => self.submit_here(command).await,
+            Some(url) => {
+                let forwarded = self
+                    .shared
+                    .peers
+                    .post(
+                        self.shared.config.tier.as_str(),
+                        "forward_write",
+                        &format!("{url}/peer/submit"),
+                        &command,
+                    )
+                    .await?;
+                Ok(forwarded)
+            }
+        }
+    }
+
+    /// Executes a write only if this member is the primary.
+    async fn submit_here(&self, command: M::Command) -> Result<M::Output, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .writer
+            .send(WriterOp::Submit { command, reply })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
+    }
+
+    /// Reads the published state, with the log index it is at least as new
+    /// as. Fails while this member cannot serve reads (joining, shut down).
+    pub fn read<R>(&self, read: impl FnOnce(&M::View) -> R) -> Result<(LogIndex, R), ApiError> {
+        self.shared.check_serves_reads()?;
+        // Read the index first: the view may be newer, never older.
+        let index = self.shared.applied.load(Ordering::Acquire);
+        Ok((index, read(&self.shared.view)))
+    }
+
+    /// Fails with 503 while the member is shut down by fault injection; the
+    /// service wraps its public routes with it.
+    pub fn check_available(&self) -> Result<(), ApiError> {
+        match self.shared.lock_state().phase {
+            Phase::ShutDown => Err(shut_down()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ready when the member can serve reads: it is primary, or an in-sync
+    /// replica. A joining member is not ready until it has resynced.
+    pub fn readiness(&self) -> ReadinessCheck {
+        let shared = self.shared.clone();
+        Arc::new(move || shared.check_serves_reads().map_err(|e| e.to_string()))
+    }
+
+    /// The peer API of this member, guarded by the peer token.
+    pub fn peer_routes(&self, token: PeerToken) -> Router {
+        routes::router(self.shared.clone(), token)
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.shared.lock_state().phase == Phase::Leading
+    }
+
+    pub fn phase(&self) -> Phase {
+        self.shared.lock_state().phase
+    }
+
+    /// The latest topology this member accepted.
+    pub fn topology(&self) -> Topology {
+        self.shared.lock_state().topology.clone()
+    }
+
+    /// What `bookstore status` shows for this member.
+    pub async fn status(&self) -> Result<MemberStatus, ApiError> {
+        self.shared.status().await
+    }
+}
+
+impl<M: StateMachine> Shared<M> {
+    fn lock_state(&self) -> MutexGuard<'_, NodeState> {
+        // A panic while holding this lock is a bug; the state is still valid.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn check_serves_reads(&self) -> Result<(), ApiError> {
+        let phase = self.lock_state().phase;
+        if phase.serves_reads() {
+            Ok(())
+        } else {
+            Err(ApiError::Unavailable(format!(
+                "{}-{} is {} and serves no reads",
+                self.config.tier,
+                self.config.ordinal,
+                phase.as_str()
+            )))
+        }
+    }
+
+    /// Changes the phase and wakes everything waiting on progress.
+    fn set_phase(&self, state: &mut NodeState, phase: Phase) {
+        if state.phase != phase {
+            tracing::info!(
+                tier = %self.config.tier,
+                ordinal = self.config.ordinal,
+                from = state.phase.as_str(),
+                to = phase.as_str(),
+                epoch = state.topology.epoch,
+                "phase change"
+            );
+            state.phase = phase;
+            self.metrics.observe_state(
+                phase,
+                state.topology.epoch,
+                self.applied.load(Ordering::Acquire),
+            );
+            self.progress.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn set_applied(&self, applied: LogIndex, epoch: Epoch) {
+        self.applied.store(applied, Ordering::Release);
+        self.data_epoch.store(epoch, Ordering::Release);
+        self.metrics.applied.set(applied as i64);
+        self.progress.send_modify(|n| *n += 1);
+    }
+
+    /// Steps down after learning of a newer primary: this member's data may
+    /// hold writes the new primary lacks, so it resyncs before serving again.
+    fn fence(&self, why: &str) {
+        let mut state = self.lock_state();
+        if state.phase == Phase::Leading {
+            tracing::warn!(tier = %self.config.tier, ordinal = self.config.ordinal, why, "fenced: no longer primary");
+            state.following = None;
+            self.set_phase(&mut state, Phase::Joining);
+        }
+    }
+
+    async fn status(&self) -> Result<MemberStatus, ApiError> {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(WriterOp::Digest { reply })
+            .await
+            .map_err(|_| writer_gone())?;
+        let (applied, digest) = answer.await.map_err(|_| writer_gone())?;
+        let state = self.lock_state();
+        Ok(MemberStatus {
+            role: self.config.tier,
+            ordinal: self.config.ordinal,
+            pid: std::process::id(),
+            address: self.config.public_addr.clone(),
+            peer_address: self.config.peer_addr.clone(),
+            healthy: state.phase.serves_reads(),
+            primary: state.phase == Phase::Leading,
+            phase: state.phase,
+            epoch: state.topology.epoch,
+            applied_index: applied,
+            digest,
+            incarnation: state.incarnation,
+        })
+    }
+}
+
+fn writer_gone() -> ApiError {
+    ApiError::Internal("the writer task has stopped".to_owned())
+}
+
+fn shut_down() -> ApiError {
+    ApiError::Unavailable(
+        "this member is shut down (fault injection); POST /peer/recover".to_owned(),
+    )
+}

@@ -1,0 +1,543 @@
+//! The writer: the one task that owns the database and the working state.
+//!
+//! Everything that changes state goes through its queue, so batches, resyncs
+//! and in-sync changes are totally ordered without further locking. The
+//! database work itself runs on the blocking pool.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use bookstore_core::ApiError;
+use bookstore_core::cluster::Ordinal;
+use bookstore_core::peer::PeerError;
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::messages::{
+    Entry, JoinRequest, ReplicateAck, ReplicateRequest, SnapshotRequest, SnapshotResponse,
+};
+use super::{CommitHook, MAX_BATCH, Shared, writer_gone};
+use crate::store::{self, DataPosition, StateMachine};
+use crate::topology::{AlterInSync, LogIndex, Phase, Topology};
+
+type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+
+/// The work the writer does, one at a time.
+pub(super) enum WriterOp<M: StateMachine> {
+    /// A write to execute as primary.
+    Submit {
+        command: M::Command,
+        reply: Reply<M::Output>,
+    },
+    /// A batch from the primary to apply as replica or learner.
+    Replicate {
+        request: ReplicateRequest<M::Command>,
+        reply: Reply<ReplicateAck>,
+    },
+    /// A joiner's request for the whole state; it becomes a learner.
+    Snapshot {
+        learner: SnapshotRequest,
+        reply: Reply<SnapshotResponse<M::Snapshot>>,
+    },
+    /// Replace the whole state with the primary's snapshot.
+    Restore {
+        response: SnapshotResponse<M::Snapshot>,
+        reply: Reply<()>,
+    },
+    /// A learner that has kept up asks to enter the in-sync set.
+    Join {
+        request: JoinRequest,
+        reply: Reply<()>,
+    },
+    /// The applied index and a digest of the state at it.
+    Digest {
+        reply: oneshot::Sender<(LogIndex, String)>,
+    },
+}
+
+/// The database and the working state; only the writer touches them.
+struct Db<M> {
+    conn: Connection,
+    machine: M,
+}
+
+/// A member that receives the primary's batches but is not yet in sync.
+#[derive(Debug, Clone)]
+struct Learner {
+    incarnation: u64,
+    peer: String,
+}
+
+pub(super) struct Writer<M: StateMachine> {
+    shared: Arc<Shared<M>>,
+    db: Arc<Mutex<Db<M>>>,
+    position: DataPosition,
+    learners: BTreeMap<Ordinal, Learner>,
+    /// The leadership the learners belong to (the epoch it began).
+    learners_since: u64,
+    on_commit: CommitHook<M>,
+}
+
+impl<M: StateMachine> Writer<M> {
+    pub(super) fn spawn(
+        shared: Arc<Shared<M>>,
+        conn: Connection,
+        machine: M,
+        position: DataPosition,
+        ops: mpsc::Receiver<WriterOp<M>>,
+        on_commit: CommitHook<M>,
+    ) {
+        let writer = Self {
+            shared,
+            db: Arc::new(Mutex::new(Db { conn, machine })),
+            position,
+            learners: BTreeMap::new(),
+            learners_since: 0,
+            on_commit,
+        };
+        tokio::spawn(writer.run(ops));
+    }
+
+    async fn run(mut self, mut ops: mpsc::Receiver<WriterOp<M>>) {
+        let mut next = ops.recv().await;
+        while let Some(op) = next.take() {
+            match op {
+                WriterOp::Submit { command, reply } => {
+                    let mut batch = vec![(command, reply)];
+                    // Group commit: take every write already waiting.
+                    while batch.len() < MAX_BATCH {
+                        match ops.try_recv() {
+                            Ok(WriterOp::Submit { command, reply }) => batch.push((command, reply)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.lead(batch).await;
+                }
+                WriterOp::Replicate { request, reply } => {
+                    let _ = reply.send(self.follow(request).await);
+                }
+                WriterOp::Snapshot { learner, reply } => {
+                    let _ = reply.send(self.snapshot_for(learner));
+                }
+                WriterOp::Restore { response, reply } => {
+                    let _ = reply.send(self.restore(response).await);
+                }
+                WriterOp::Join { request, reply } => {
+                    let _ = reply.send(self.admit(request).await);
+                }
+                WriterOp::Digest { reply } => {
+                    let digest = self.with_db(|db| store::digest(&db.machine.snapshot()));
+                    let _ = reply.send((self.position.applied, digest));
+                }
+            }
+            if next.is_none() {
+                next = ops.recv().await;
+            }
+        }
+    }
+
+    fn with_db<R>(&self, f: impl FnOnce(&mut Db<M>) -> R) -> R {
+        let mut db = self
+            .db
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut db)
+    }
+
+    /// Steps 2-4 of a primary's write (see the module comment of `node`).
+    async fn lead(&mut self, batch: Vec<(M::Command, Reply<M::Output>)>) {
+        let Some(leadership) = self.leadership() else {
+            let error = ApiError::Unavailable("this member is not the primary".to_owned());
+            for (_, reply) in batch {
+                let _ = reply.send(Err(error_copy(&error)));
+            }
+            return;
+        };
+        let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let first = self.position.applied + 1;
+        let entries: Vec<Entry<M::Command>> = commands
+            .iter()
+            .enumerate()
+            .map(|(i, command)| Entry {
+                index: first + i as u64,
+                command: command.clone(),
+            })
+            .collect();
+        let request = Arc::new(ReplicateRequest {
+            epoch: leadership.topology.epoch,
+            leader: self.shared.config.ordinal,
+            leader_incarnation: leadership.incarnation,
+            entries,
+        });
+        self.shared
+            .metrics
+            .batch_size
+            .observe(commands.len() as f64);
+
+        let position = self.next_position(&request, leadership.topology.epoch);
+        let local = apply_batch(self.db.clone(), request.clone(), position, false);
+        let remote = replicate(
+            self.shared.replication_peers.clone(),
+            self.targets(&leadership),
+            request.clone(),
+            format!("{}-replica", self.shared.config.tier),
+        );
+        let (local, remote) = tokio::join!(local, remote);
+        let outputs = match local {
+            Ok(outputs) => outputs,
+            Err(error) => fatal_storage_error(&self.shared.config, &error),
+        };
+        self.position = position;
+        self.shared.set_applied(position.applied, position.epoch);
+        let outcome = self.settle_replication(remote, &leadership).await;
+        // Readers see the batch only now: it is durable on every in-sync
+        // member (or, on failure, at least committed here and never answered).
+        self.with_db(|db| db.machine.publish());
+        let last = self.position.applied;
+        match outcome {
+            Ok(()) => {
+                let pairs: Vec<_> = commands.into_iter().zip(outputs.iter().cloned()).collect();
+                (self.on_commit)(last, pairs).await;
+                for (reply, output) in replies.into_iter().zip(outputs) {
+                    let _ = reply.send(Ok(output));
+                }
+            }
+            Err(error) => {
+                for reply in replies {
+                    let _ = reply.send(Err(error_copy(&error)));
+                }
+            }
+        }
+    }
+
+    /// The topology this member leads, or `None` if it is not the primary.
+    fn leadership(&mut self) -> Option<Leadership> {
+        let state = self.shared.lock_state();
+        if state.phase != Phase::Leading {
+            return None;
+        }
+        if self.learners_since != state.leader_since {
+            // A new leadership: learners of an old one must start over.
+            self.learners.clear();
+            self.learners_since = state.leader_since;
+        }
+        Some(Leadership {
+            topology: state.topology.clone(),
+            incarnation: state.incarnation,
+        })
+    }
+
+    /// Where the data will stand once `request` is applied.
+    fn next_position(&self, request: &ReplicateRequest<M::Command>, epoch: u64) -> DataPosition {
+        DataPosition {
+            applied: request
+                .entries
+                .last()
+                .map_or(self.position.applied, |e| e.index),
+            epoch: epoch.max(self.position.epoch),
+        }
+    }
+
+    /// Every member a batch goes to: in-sync replicas (`true`) and learners.
+    fn targets(&self, leadership: &Leadership) -> Vec<(Ordinal, String, bool)> {
+        let me = self.shared.config.ordinal;
+        let mut targets: BTreeMap<Ordinal, (String, bool)> = BTreeMap::new();
+        for (&ordinal, learner) in &self.learners {
+            targets.insert(ordinal, (learner.peer.clone(), false));
+        }
+        for member in leadership
+            .topology
+            .members
+            .iter()
+            .filter(|m| m.in_sync && m.ordinal != me)
+        {
+            targets.insert(member.ordinal, (member.peer.clone(), true));
+        }
+        targets
+            .into_iter()
+            .map(|(ordinal, (peer, in_sync))| (ordinal, peer, in_sync))
+            .collect()
+    }
+
+    /// Decides what replication failures mean for the batch: learners are
+    /// dropped silently; in-sync replicas are dropped through the
+    /// coordinator first; a newer epoch fences this member.
+    async fn settle_replication(
+        &mut self,
+        results: Vec<(Ordinal, bool, Result<ReplicateAck, PeerError>)>,
+        leadership: &Leadership,
+    ) -> Result<(), ApiError> {
+        let mut failed_in_sync = Vec::new();
+        for (ordinal, in_sync, result) in results {
+            let Err(error) = result else { continue };
+            if error.status() == Some(409) {
+                self.shared
+                    .fence(&format!("replica {ordinal} follows a newer primary"));
+                return Err(ApiError::Unavailable(
+                    "this member was deposed as primary; retry".to_owned(),
+                ));
+            }
+            tracing::warn!(ordinal, in_sync, %error, "replication failed");
+            self.learners.remove(&ordinal);
+            if in_sync {
+                failed_in_sync.push(ordinal);
+            }
+        }
+        if failed_in_sync.is_empty() {
+            return Ok(());
+        }
+        let in_sync: Vec<Ordinal> = leadership
+            .topology
+            .members
+            .iter()
+            .filter(|m| m.in_sync && !failed_in_sync.contains(&m.ordinal))
+            .map(|m| m.ordinal)
+            .collect();
+        self.alter_in_sync(&leadership.topology, in_sync).await
+    }
+
+    /// Asks the coordinator to change the in-sync set, and adopts the answer.
+    async fn alter_in_sync(
+        &self,
+        topology: &Topology,
+        in_sync: Vec<Ordinal>,
+    ) -> Result<(), ApiError> {
+        let request = AlterInSync {
+            tier: self.shared.config.tier,
+            epoch: topology.epoch,
+            primary: self.shared.config.ordinal,
+            in_sync,
+        };
+        let url = format!("{}/coordinator/in-sync", self.shared.config.coordinator_url);
+        match self
+            .shared
+            .peers
+            .post::<_, Topology>("coordinator", "alter_in_sync", &url, &request)
+            .await
+        {
+            Ok(topology) => {
+                super::membership::adopt(&self.shared, topology);
+                Ok(())
+            }
+            Err(error) => {
+                if error.status() == Some(409) {
+                    self.shared.fence("the coordinator is at a newer epoch");
+                }
+                Err(ApiError::Unavailable(format!(
+                    "a replica failed and the in-sync set could not be changed: {error}"
+                )))
+            }
+        }
+    }
+
+    /// Applies a batch from the primary (as replica or learner).
+    async fn follow(
+        &mut self,
+        request: ReplicateRequest<M::Command>,
+    ) -> Result<ReplicateAck, ApiError> {
+        self.shared.check_leader(&request)?;
+        let applied = self.position.applied;
+        let fresh: Vec<Entry<M::Command>> = request
+            .entries
+            .into_iter()
+            .filter(|entry| entry.index > applied)
+            .collect();
+        let Some(first) = fresh.first().map(|e| e.index) else {
+            return Ok(ReplicateAck { applied });
+        };
+        if first != applied + 1 {
+            return Err(ApiError::Unavailable(format!(
+                "gap: have {applied}, got {first}; resync needed"
+            )));
+        }
+        let batch = Arc::new(ReplicateRequest {
+            epoch: request.epoch,
+            leader: request.leader,
+            leader_incarnation: request.leader_incarnation,
+            entries: fresh,
+        });
+        let position = self.next_position(&batch, request.epoch);
+        if let Err(error) = apply_batch(self.db.clone(), batch, position, true).await {
+            fatal_storage_error(&self.shared.config, &error);
+        }
+        self.position = position;
+        self.shared.set_applied(position.applied, position.epoch);
+        Ok(ReplicateAck {
+            applied: position.applied,
+        })
+    }
+
+    /// The whole state for a joiner, who from now on receives every batch.
+    fn snapshot_for(
+        &mut self,
+        learner: SnapshotRequest,
+    ) -> Result<SnapshotResponse<M::Snapshot>, ApiError> {
+        let leadership = self
+            .leadership()
+            .ok_or_else(|| ApiError::Unavailable("this member is not the primary".to_owned()))?;
+        let snapshot = self.with_db(|db| db.machine.snapshot());
+        tracing::info!(
+            learner = learner.ordinal,
+            index = self.position.applied,
+            "serving a resync snapshot"
+        );
+        self.learners.insert(
+            learner.ordinal,
+            Learner {
+                incarnation: learner.incarnation,
+                peer: learner.peer,
+            },
+        );
+        Ok(SnapshotResponse {
+            epoch: leadership.topology.epoch,
+            leader: self.shared.config.ordinal,
+            leader_incarnation: leadership.incarnation,
+            index: self.position.applied,
+            snapshot,
+        })
+    }
+
+    /// Replaces the whole state with the primary's; the member then catches up.
+    async fn restore(&mut self, response: SnapshotResponse<M::Snapshot>) -> Result<(), ApiError> {
+        let position = DataPosition {
+            applied: response.index,
+            epoch: response.epoch,
+        };
+        let db = self.db.clone();
+        let snapshot = response.snapshot;
+        tokio::task::spawn_blocking(move || {
+            let mut db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Db { conn, machine } = &mut *db;
+            let tx = conn.transaction()?;
+            machine.restore(&tx, snapshot)?;
+            store::write_position(&tx, position)?;
+            tx.commit()?;
+            machine.publish();
+            Ok::<_, rusqlite::Error>(())
+        })
+        .await
+        .map_err(|_| writer_gone())?
+        .map_err(|error| ApiError::Internal(format!("restoring the snapshot failed: {error}")))?;
+        self.position = position;
+        self.shared.set_applied(position.applied, position.epoch);
+        let mut state = self.shared.lock_state();
+        state.following = Some((response.leader, response.leader_incarnation));
+        self.shared.set_phase(&mut state, Phase::CatchingUp);
+        Ok(())
+    }
+
+    /// Admits a learner into the in-sync set. Every batch since its snapshot
+    /// reached it (a failed send would have removed it), and no batch is in
+    /// flight while the writer is here, so it holds every write.
+    async fn admit(&mut self, request: JoinRequest) -> Result<(), ApiError> {
+        let leadership = self
+            .leadership()
+            .ok_or_else(|| ApiError::Unavailable("this member is not the primary".to_owned()))?;
+        let known = self
+            .learners
+            .get(&request.ordinal)
+            .is_some_and(|l| l.incarnation == request.incarnation);
+        if !known {
+            return Err(ApiError::Unavailable(
+                "not a learner of this primary (a batch was missed?); resync".to_owned(),
+            ));
+        }
+        let mut in_sync: Vec<Ordinal> = leadership
+            .topology
+            .members
+            .iter()
+            .filter(|m| m.in_sync)
+            .map(|m| m.ordinal)
+            .collect();
+        in_sync.push(request.ordinal);
+        self.alter_in_sync(&leadership.topology, in_sync).await?;
+        self.learners.remove(&request.ordinal);
+        tracing::info!(
+            ordinal = request.ordinal,
+            "learner admitted to the in-sync set"
+        );
+        Ok(())
+    }
+}
+
+/// Applies a batch to the database in one transaction (one fsync), on the
+/// blocking pool; `publish` makes it visible to readers at once (replicas).
+async fn apply_batch<M: StateMachine>(
+    db: Arc<Mutex<Db<M>>>,
+    request: Arc<ReplicateRequest<M::Command>>,
+    position: DataPosition,
+    publish: bool,
+) -> Result<Vec<M::Output>, rusqlite::Error> {
+    tokio::task::spawn_blocking(move || {
+        let mut db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let Db { conn, machine } = &mut *db;
+        let tx = conn.transaction()?;
+        let outputs = request
+            .entries
+            .iter()
+            .map(|entry| machine.apply(&tx, &entry.command))
+            .collect::<Result<Vec<_>, _>>()?;
+        store::write_position(&tx, position)?;
+        tx.commit()?;
+        if publish {
+            machine.publish();
+        }
+        Ok(outputs)
+    })
+    .await
+    .unwrap_or_else(|join_error| panic!("the storage task panicked: {join_error}"))
+}
+
+/// Sends a batch to every target concurrently and collects the answers.
+async fn replicate<C: serde::Serialize + Send + Sync + 'static>(
+    client: bookstore_core::peer::PeerClient,
+    targets: Vec<(Ordinal, String, bool)>,
+    request: Arc<ReplicateRequest<C>>,
+    to: String,
+) -> Vec<(Ordinal, bool, Result<ReplicateAck, PeerError>)> {
+    let mut sends = JoinSet::new();
+    for (ordinal, peer, in_sync) in targets {
+        let client = client.clone();
+        let request = request.clone();
+        let to = to.clone();
+        sends.spawn(async move {
+            let url = format!("http://{peer}/peer/replicate");
+            let result = client.post(&to, "replicate", &url, &*request).await;
+            (ordinal, in_sync, result)
+        });
+    }
+    let mut results = Vec::new();
+    while let Some(joined) = sends.join_next().await {
+        match joined {
+            Ok(result) => results.push(result),
+            Err(error) => tracing::error!(%error, "replication send task failed"),
+        }
+    }
+    results
+}
+
+struct Leadership {
+    topology: Topology,
+    incarnation: u64,
+}
+
+/// An `ApiError` for each of several waiters.
+fn error_copy(error: &ApiError) -> ApiError {
+    match error {
+        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
+        other => ApiError::Internal(other.to_string()),
+    }
+}
+
+/// A member that cannot write its own database must not go on: its state in
+/// memory would drift from its disk. It exits; its supervisor (or the
+/// kubelet) restarts it, and it resyncs.
+fn fatal_storage_error(config: &super::NodeConfig, error: &rusqlite::Error) -> ! {
+    tracing::error!(tier = %config.tier, ordinal = config.ordinal, %error, "storage failed; exiting");
+    std::process::exit(70)
+}
