@@ -145,3 +145,49 @@ mod tests {
         assert!(validate_request_id(&new_request_id()).is_ok());
     }
 }
+
+/// The cache's keys: a lookup by item, or a search by topic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "key", rename_all = "snake_case")]
+pub enum CacheKey {
+    Lookup(ItemNumber),
+    Search(String),
+}
+
+/// A read result offered to the cache, with the catalog version it was read
+/// at (see [`Versioned`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CachePut {
+    pub key: CacheKey,
+    pub version: u64,
+    pub value: serde_json::Value,
+}
+
+/// The catalog primary's notice that these items changed at `version`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheInvalidate {
+    pub item_numbers: Vec<ItemNumber>,
+    pub version: u64,
+}
+
+/// A cache read: the value if cached.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CacheGet {
+    pub hit: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<serde_json::Value>,
+}
+
+/// The body of the catalog's internal `update` (the original's
+/// `update(item_number, cost, stock_update)`): one change at a time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogUpdate {
+    pub item_number: ItemNumber,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stock_delta: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<u64>,
+    /// Makes a stock change idempotent across retries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}

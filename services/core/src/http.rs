@@ -19,6 +19,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::error::ApiError;
 use crate::metrics::{self, Metrics};
+use crate::shutdown::Shutdown;
 
 /// The longest query string any route accepts; a topic or item number is far
 /// shorter, so anything longer is a mistake or an attack.
@@ -75,6 +76,43 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// The two listeners of a service: the public API and the peer API.
+#[derive(Debug)]
+pub struct Listeners {
+    pub public: TcpListener,
+    pub peer: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both addresses (`host:port`; port 0 picks a free port).
+    pub async fn bind(public: &str, peer: &str) -> std::io::Result<Self> {
+        Ok(Self {
+            public: TcpListener::bind(public).await?,
+            peer: TcpListener::bind(peer).await?,
+        })
+    }
+}
+
+/// Serves a service's public and peer routers until shutdown. Both get the
+/// shared routes and layers; the peer router's routes check the peer token
+/// themselves.
+pub async fn serve_service(
+    listeners: Listeners,
+    public: Router,
+    peer: Router,
+    metrics: Metrics,
+    readiness: ReadinessCheck,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let public = service_router(public, metrics.clone(), readiness.clone());
+    let peer = service_router(peer, metrics, readiness);
+    let (public_done, peer_done) = tokio::join!(
+        serve(listeners.public, public, shutdown.clone().wait()),
+        serve(listeners.peer, peer, shutdown.wait()),
+    );
+    public_done.and(peer_done)
 }
 
 async fn ready(State(readiness): State<ReadinessCheck>) -> Response {

@@ -11,7 +11,9 @@ pub mod error;
 pub mod http;
 pub mod inventory;
 pub mod metrics;
+pub mod params;
 pub mod peer;
+pub mod shutdown;
 pub mod telemetry;
 pub mod token;
 

@@ -8,6 +8,7 @@
 //! - [`node`]: a replicated member: group commit, replication, resync, fencing.
 
 pub mod coordinator;
+pub mod coordinator_server;
 pub mod node;
 pub mod rule;
 pub mod store;
