@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod params;
 pub mod peer;
+pub mod retry;
 pub mod shutdown;
 pub mod telemetry;
 pub mod token;

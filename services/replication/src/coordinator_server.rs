@@ -177,21 +177,25 @@ impl CoordinatorServer {
                 .with_label_values(&[tier])
                 .observe(silent_for.as_secs_f64());
         }
-        let targets = topology
+        // Members get their own tier's topology; subscribers (the frontend,
+        // the order tier as a client of the catalog) get every tier's.
+        let members = topology
             .members
             .iter()
-            .map(|m| m.peer.clone())
-            .chain(self.subscribers.iter().cloned());
-        for peer in targets {
+            .map(|m| format!("http://{}/peer/topology", m.peer));
+        let subscribers = self
+            .subscribers
+            .iter()
+            .map(|s| format!("http://{s}/peer/directory"));
+        for url in members.chain(subscribers) {
             let pusher = self.pusher.clone();
             let topology = topology.clone();
             tokio::spawn(async move {
-                let url = format!("http://{peer}/peer/topology");
                 let pushed: Result<serde_json::Value, _> = pusher
                     .post("member", "push_topology", &url, &topology)
                     .await;
                 if let Err(error) = pushed {
-                    tracing::debug!(%peer, %error, "topology push failed; the heartbeat will carry it");
+                    tracing::debug!(%url, %error, "topology push failed; the next poll or heartbeat carries it");
                 }
             });
         }

@@ -9,6 +9,7 @@
 
 pub mod coordinator;
 pub mod coordinator_server;
+pub mod directory;
 pub mod node;
 pub mod rule;
 pub mod store;
