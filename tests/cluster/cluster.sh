@@ -61,12 +61,15 @@ k8s_ldflags() {
   local v=$K8S_VERSION minor
   minor=$(echo "$v" | cut -d. -f2)
   local date
-  date=$(go mod download -json "k8s.io/kubernetes@$v" 2>/dev/null | sed -n 's/.*"Time": "\(.*\)".*/\1/p' | head -1)
-  [ -n "$date" ] || date=1970-01-01T00:00:00Z
+  # The release's commit time from the module proxy stands in for the build date (reproducible).
+  date=$(cd "$HERE/go/kubernetes" && go list -m -f '{{.Time.UTC.Format "2006-01-02T15:04:05Z"}}' k8s.io/kubernetes) \
+    || die "cannot read the k8s.io/kubernetes module time (go list -m)"
+  [ -n "$date" ] || die "empty k8s.io/kubernetes module time"
   local f=""
   for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     f+=" -X $p.gitVersion=$v -X $p.gitMajor=1 -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
-    f+=" -X $p.gitCommit=release-$v -X $p.buildDate=$date"
+    # The module proxy does not carry the commit hash: leave it empty rather than invent one.
+    f+=" -X $p.gitCommit= -X $p.buildDate=$date"
   done
   echo "-s -w$f"
 }
@@ -288,6 +291,11 @@ host_network_down() {
   rm -f "$STATE/node-ip-added"
 }
 
+has_cap_sys_resource() { # CAP_SYS_RESOURCE is capability 24
+  local eff; eff=$(awk '/^CapEff:/ {print $2}' /proc/self/status)
+  [ $(( (16#$eff >> 24) & 1 )) = 1 ]
+}
+
 # ---- certificates
 
 # cert NAME CN O SAN(or "") USAGE(client|server|both)
@@ -384,6 +392,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
   max_container_log_line_size = 16384
+  # Lowering a process's oom_score_adj needs CAP_SYS_RESOURCE, which this machine's root lacks
+  # (runc then fails: "failed to update /proc/self/oom_score_adj: Permission denied").
+  # Restricting keeps every container's score at or above containerd's own.
+  restrict_oom_score_adj = $(if has_cap_sys_resource; then echo false; else echo true; fi)
   [plugins."io.containerd.grpc.v1.cri".containerd]
     snapshotter = "overlayfs"
     default_runtime_name = "runc"
@@ -476,6 +488,8 @@ iptables:
   localhostNodePorts: false
   syncPeriod: 30s
   minSyncPeriod: 1s
+# Without CAP_SYS_RESOURCE a process may not lower its oom_score_adj: keep the current one.
+oomScoreAdj: $(if has_cap_sys_resource; then echo -999; else cat /proc/self/oom_score_adj; fi)
 # Leave the machine's conntrack settings alone.
 conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
 EOF
@@ -721,6 +735,14 @@ cleanup_containers() {
   [ -z "$ids" ] || log "removed $(echo "$ids" | wc -w) containers"
 }
 
+umount_under() { # umount_under DIR: lazily unmount everything mounted below DIR, deepest first
+  local d=$1 m
+  [ -d "$d" ] || return 0
+  for m in $(awk -v d="$d/" 'index($2, d) == 1 {print $2}' /proc/mounts | sort -r); do
+    umount -l "$m" 2>/dev/null || log "could not unmount $m"
+  done
+}
+
 cmd_down() {
   local t0=$SECONDS
   mkdir -p "$PIDS" "$STATE"
@@ -762,10 +784,9 @@ cmd_down() {
     conntrack -D -s "$POD_CIDR" >/dev/null 2>&1 || true
     conntrack -D -d "$SERVICE_CIDR" >/dev/null 2>&1 || true
   fi
-  # Kubelet's mounts under its root dir.
-  if [ -d "$CL/kubelet" ]; then
-    { grep -o " $CL/kubelet[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
-  fi
+  # Mounts left under kubelet's root dir and containerd's state dir (sandbox /dev/shm, volumes).
+  umount_under "$CL/kubelet"
+  umount_under "$RUN_DIR"
   firewall_down
   rm -f "$STATE/mode"
   rm -rf "$RUN_DIR"

@@ -1,0 +1,8 @@
+//! The commands of the `bookstore` binary, as a library so the system tests
+//! drive exactly the code users run.
+
+pub mod client;
+pub mod roles;
+pub mod settings;
+pub mod status;
+pub mod up;

@@ -1,0 +1,56 @@
+//! `bookstore`: one binary for every part of the store.
+//!
+//! - `bookstore up`: the whole store on this machine, as child processes.
+//! - `bookstore status`: one JSON line per member.
+//! - `bookstore client`: the original's test cases 1-4 against a frontend.
+//! - `bookstore frontend|catalog|order|cache`: run one service (what `up`
+//!   and the Kubernetes pods run).
+
+use bookstore::{client, roles, status, up};
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "bookstore", version, about = "A replicated online bookstore.")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole store locally: frontend, cache, two catalog and two
+    /// order replicas, and the coordinator. Ctrl-C stops it.
+    Up(up::UpArgs),
+    /// Print one JSON object per member: role, ordinal, pid, addresses,
+    /// health, primary, epoch, applied index and state digest.
+    Status(status::StatusArgs),
+    /// Run the original's test cases 1-4 against a frontend.
+    Client(client::ClientArgs),
+    /// Run the frontend service.
+    Frontend(roles::RoleArgs),
+    /// Run a catalog replica.
+    Catalog(roles::RoleArgs),
+    /// Run an order replica.
+    Order(roles::RoleArgs),
+    /// Run the cache service.
+    Cache(roles::RoleArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    bookstore_core::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => up::run(args).await,
+            Command::Status(args) => status::run(args).await,
+            Command::Client(args) => client::run(args).await,
+            Command::Frontend(args) => roles::run(bookstore_core::cluster::Role::Frontend, args).await,
+            Command::Catalog(args) => roles::run(bookstore_core::cluster::Role::Catalog, args).await,
+            Command::Order(args) => roles::run(bookstore_core::cluster::Role::Order, args).await,
+            Command::Cache(args) => roles::run(bookstore_core::cluster::Role::Cache, args).await,
+        }
+    })
+}

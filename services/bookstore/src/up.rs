@@ -1,0 +1,283 @@
+//! `bookstore up`: the whole store on one machine, no Kubernetes needed.
+//!
+//! It runs the coordinator itself, starts every service of the cluster file
+//! as a child process on loopback, restarts a child that dies (after a short
+//! backoff, as Kubernetes would recreate a pod), and on Ctrl-C or SIGTERM
+//! stops them all. Child output goes to DATA_DIR/logs/ROLE-ORDINAL.log; the
+//! children's pids go to DATA_DIR/up.json for `bookstore status`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bookstore_core::cluster::{ClusterConfig, Member, Role};
+use bookstore_core::http::{always_ready, serve, service_router};
+use bookstore_core::inventory;
+use bookstore_core::metrics::Metrics;
+use bookstore_core::shutdown::{self, Shutdown};
+use bookstore_core::token::PeerToken;
+use bookstore_replication::coordinator::{CoordinatorConfig, DEFAULT_BOOTSTRAP_WAIT, DEFAULT_MISS_THRESHOLD};
+use bookstore_replication::coordinator_server::CoordinatorServer;
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+use crate::settings::{DEFAULT_INVENTORY, StoreArgs};
+
+/// The first pause before restarting a child that died.
+const RESTART_BACKOFF: Duration = Duration::from_millis(500);
+/// The longest pause between restarts of a child that keeps dying.
+const MAX_RESTART_BACKOFF: Duration = Duration::from_secs(8);
+/// A child that ran this long before dying restarts after the shortest pause.
+const HEALTHY_RUN: Duration = Duration::from_secs(10);
+/// How long children get to finish after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// The file `up` keeps its children's pids in, inside the data directory.
+pub const PIDS_FILE: &str = "up.json";
+
+#[derive(Debug, Clone, Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// The initial inventory, in the original's init_bookstore format.
+    #[arg(long, env = "BOOKSTORE_INVENTORY", default_value = DEFAULT_INVENTORY)]
+    pub inventory: PathBuf,
+    /// Run without the cache service (to measure what caching buys).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Heartbeats a replica may miss before the coordinator counts it down.
+    #[arg(long, default_value_t = DEFAULT_MISS_THRESHOLD)]
+    pub miss_threshold: u32,
+}
+
+/// The children's pids, as `bookstore status` reads them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Pids {
+    pub supervisor: u32,
+    pub members: BTreeMap<String, u32>,
+}
+
+pub async fn run(args: UpArgs) -> anyhow::Result<()> {
+    let cluster = args.store.cluster()?;
+    let books = inventory::load(&args.inventory).context("loading the inventory (--inventory)")?;
+    let data_dir = args.store.data_dir.clone();
+    std::fs::create_dir_all(data_dir.join("logs"))
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let token = PeerToken::load_or_create(&args.store.token_path())?;
+    let shutdown = Shutdown::on_signals();
+
+    start_coordinator(&cluster, &args, token, shutdown.clone()).await?;
+    let pids = Arc::new(Mutex::new(Pids {
+        supervisor: std::process::id(),
+        members: BTreeMap::new(),
+    }));
+    let mut supervisors = Vec::new();
+    for member in children(&cluster, args.no_cache) {
+        let child = ChildSpec::new(&member, &args)?;
+        supervisors.push(tokio::spawn(supervise(child, pids.clone(), data_dir.clone(), shutdown.clone())));
+    }
+    print_banner(&cluster, &args, books.len());
+    for supervisor in supervisors {
+        let _ = supervisor.await;
+    }
+    let _ = std::fs::remove_file(data_dir.join(PIDS_FILE));
+    println!("BookStore stopped.");
+    Ok(())
+}
+
+/// Every service member of the cluster file, cache first (the catalog
+/// tells it about changes), then the replicated tiers, then the frontend.
+fn children(cluster: &ClusterConfig, no_cache: bool) -> Vec<Member> {
+    [Role::Cache, Role::Catalog, Role::Order, Role::Frontend]
+        .into_iter()
+        .filter(|role| !(no_cache && *role == Role::Cache))
+        .flat_map(|role| cluster.of_role(role).cloned().collect::<Vec<_>>())
+        .collect()
+}
+
+async fn start_coordinator(
+    cluster: &ClusterConfig,
+    args: &UpArgs,
+    token: PeerToken,
+    shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    let member = cluster.first(Role::Coordinator).context("the cluster file lists no coordinator")?;
+    let config = CoordinatorConfig {
+        heartbeat_interval: args.store.heartbeat_interval(),
+        miss_threshold: args.miss_threshold.max(1),
+        bootstrap_wait: DEFAULT_BOOTSTRAP_WAIT,
+    };
+    let tiers = [
+        (Role::Catalog, cluster.of_role(Role::Catalog).count()),
+        (Role::Order, cluster.of_role(Role::Order).count()),
+    ];
+    let subscribers = cluster
+        .of_role(Role::Frontend)
+        .chain(cluster.of_role(Role::Order))
+        .map(|m| m.peer.clone())
+        .collect();
+    let metrics = Metrics::new("coordinator");
+    let server = CoordinatorServer::new(config, &tiers, subscribers, token.clone(), &metrics);
+    let listener = TcpListener::bind(&member.peer)
+        .await
+        .with_context(|| format!("binding the coordinator to {}", member.peer))?;
+    let router = service_router(server.routes(token), metrics, always_ready());
+    tokio::spawn(server.run_ticks());
+    tokio::spawn(async move {
+        if let Err(error) = serve(listener, router, shutdown.wait()).await {
+            tracing::error!(%error, "the coordinator stopped serving");
+        }
+    });
+    Ok(())
+}
+
+/// How to start one child.
+struct ChildSpec {
+    name: String,
+    program: PathBuf,
+    args: Vec<String>,
+}
+
+impl ChildSpec {
+    fn new(member: &Member, up: &UpArgs) -> anyhow::Result<Self> {
+        let program = std::env::current_exe().context("finding the bookstore binary")?;
+        let mut args = vec![
+            member.role.to_string(),
+            "--ordinal".into(),
+            member.ordinal.to_string(),
+            "--cluster".into(),
+            up.store.cluster.display().to_string(),
+            "--data-dir".into(),
+            up.store.data_dir.display().to_string(),
+            "--token-file".into(),
+            up.store.token_path().display().to_string(),
+            "--heartbeat-ms".into(),
+            up.store.heartbeat_ms.to_string(),
+            "--inventory".into(),
+            up.inventory.display().to_string(),
+        ];
+        if up.no_cache {
+            args.push("--no-cache".into());
+        }
+        Ok(Self {
+            name: member.name(),
+            program,
+            args,
+        })
+    }
+
+    fn spawn(&self, log_dir: &Path) -> anyhow::Result<Child> {
+        let log_path = log_dir.join(format!("{}.log", self.name));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .with_context(|| format!("opening {}", log_path.display()))?;
+        let child = Command::new(&self.program)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.name))?;
+        Ok(child)
+    }
+}
+
+/// Keeps one child running until shutdown, restarting it when it dies.
+async fn supervise(child: ChildSpec, pids: Arc<Mutex<Pids>>, data_dir: PathBuf, shutdown: Shutdown) {
+    let (stop_trigger, stopped) = shutdown::channel();
+    let watcher = tokio::spawn(async move {
+        shutdown.wait().await;
+        stop_trigger.fire();
+    });
+    let stop = stopped.clone().wait();
+    tokio::pin!(stop);
+    let mut backoff = RESTART_BACKOFF;
+    loop {
+        let started = Instant::now();
+        let mut process = match child.spawn(&data_dir.join("logs")) {
+            Ok(process) => process,
+            Err(error) => {
+                tracing::error!(child = %child.name, error = %format!("{error:#}"), "cannot start");
+                tokio::select! {
+                    _ = tokio::time::sleep(MAX_RESTART_BACKOFF) => continue,
+                    _ = &mut stop => break,
+                }
+            }
+        };
+        let pid = process.id().unwrap_or_default();
+        record_pid(&pids, &data_dir, &child.name, pid);
+        tokio::select! {
+            status = process.wait() => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                backoff = if started.elapsed() >= HEALTHY_RUN { RESTART_BACKOFF } else { (backoff * 2).min(MAX_RESTART_BACKOFF) };
+                tracing::warn!(child = %child.name, pid, %status, ?backoff, "child exited; restarting");
+                eprintln!("{} (pid {pid}) exited: {status}; restarting in {backoff:?}", child.name);
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = &mut stop => break,
+                }
+            }
+            _ = &mut stop => {
+                terminate(&mut process, &child.name).await;
+                break;
+            }
+        }
+    }
+    watcher.abort();
+}
+
+/// SIGTERM, then SIGKILL after the grace period.
+async fn terminate(process: &mut Child, name: &str) {
+    if let Some(pid) = process.id() {
+        // SAFETY: kill(2) with a pid we own and a valid signal number.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        }
+    }
+    if tokio::time::timeout(STOP_GRACE, process.wait()).await.is_err() {
+        tracing::warn!(child = name, "did not stop in time; killing");
+        let _ = process.kill().await;
+    }
+}
+
+fn record_pid(pids: &Mutex<Pids>, data_dir: &Path, name: &str, pid: u32) {
+    let mut pids = pids.lock().unwrap_or_else(|p| p.into_inner());
+    pids.members.insert(name.to_owned(), pid);
+    let path = data_dir.join(PIDS_FILE);
+    let temporary = data_dir.join(format!("{PIDS_FILE}.tmp"));
+    let written = serde_json::to_vec_pretty(&*pids)
+        .map_err(std::io::Error::other)
+        .and_then(|json| std::fs::write(&temporary, json))
+        .and_then(|()| std::fs::rename(&temporary, &path));
+    if let Err(error) = written {
+        tracing::warn!(%error, "cannot record pids");
+    }
+}
+
+fn print_banner(cluster: &ClusterConfig, args: &UpArgs, books: usize) {
+    println!("BookStore is starting ({books} books from {}).", args.inventory.display());
+    println!("{:<14} {:<24} {:<24}", "member", "public", "peer");
+    for member in &cluster.members {
+        if args.no_cache && member.role == Role::Cache {
+            continue;
+        }
+        let public = member.public_url().unwrap_or_else(|| "-".into());
+        println!("{:<14} {:<24} {:<24}", member.name(), public, member.peer_url());
+    }
+    if let Ok(frontend) = cluster.first(Role::Frontend)
+        && let Some(url) = frontend.public_url()
+    {
+        println!("Try: curl '{url}/search?topic=distributed+systems'");
+    }
+    println!(
+        "Data, logs and the peer token are in {}. `bookstore status` shows every member. Ctrl-C stops the store.",
+        args.store.data_dir.display()
+    );
+}

@@ -1,0 +1,246 @@
+//! The frontend: BookStore's public API, compatible with the original's
+//! client (every answer is `{"result": ...}`).
+//!
+//! - `GET /search?topic=T` and `GET /lookup?item_number=N` read through the
+//!   cache; on a miss they read from an in-sync catalog member (spreading
+//!   reads over the replicas) and offer the result to the cache with the
+//!   version it was read at.
+//! - `GET /buy?item_number=N` and `POST /buy` go to the order primary, with a
+//!   request id (the client's, or a fresh one) so that retries through a
+//!   failover buy once.
+//! - `GET /orders/{order_number}` reads an order from an in-sync order member.
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use bookstore_core::ApiError;
+use bookstore_core::api::{
+    BookDetails, BuyRequest, BuyResponse, CacheGet, CacheKey, CachePut, Envelope, Order, SearchEntry, Versioned,
+    new_request_id, validate_request_id,
+};
+use bookstore_core::cluster::Role;
+use bookstore_core::http::{Listeners, always_ready, serve_service};
+use bookstore_core::metrics::Metrics;
+use bookstore_core::params::{self, QueryParams};
+use bookstore_core::peer::PeerClient;
+use bookstore_core::retry::{self, FAILOVER_RETRY_BUDGET};
+use bookstore_core::shutdown::Shutdown;
+use bookstore_core::token::PeerToken;
+use bookstore_replication::directory::Directory;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// How to run the frontend.
+#[derive(Debug, Clone)]
+pub struct FrontendSettings {
+    /// The cache's (public, peer) addresses; `None` runs without a cache.
+    pub cache: Option<(String, String)>,
+    /// Base URL of the coordinator's peer API, polled for topologies.
+    pub coordinator_url: String,
+    pub refresh_interval: Duration,
+}
+
+#[derive(Clone)]
+struct Frontend {
+    settings: FrontendSettings,
+    directory: Directory,
+    peers: PeerClient,
+}
+
+/// Runs the frontend until `shutdown`.
+pub async fn run(
+    settings: FrontendSettings,
+    listeners: Listeners,
+    token: PeerToken,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
+    let metrics = Metrics::new("frontend");
+    let peers = PeerClient::new(token.clone(), metrics.clone());
+    let directory = Directory::new();
+    directory.spawn_refresher(peers.clone(), settings.coordinator_url.clone(), settings.refresh_interval);
+    let frontend = Frontend {
+        settings,
+        directory: directory.clone(),
+        peers,
+    };
+    let public = Router::new()
+        .route("/search", get(search))
+        .route("/lookup", get(lookup))
+        .route("/buy", get(buy_get).post(buy_post))
+        .route("/orders/{order_number}", get(order))
+        .with_state(frontend);
+    let peer = directory.push_route(token);
+    serve_service(listeners, public, peer, metrics, always_ready(), shutdown).await
+}
+
+fn query_params(query: Result<Query<QueryParams>, QueryRejection>) -> Result<QueryParams, ApiError> {
+    query
+        .map(|Query(params)| params)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+async fn search(
+    State(frontend): State<Frontend>,
+    query: Result<Query<QueryParams>, QueryRejection>,
+) -> Result<Json<Envelope<Vec<SearchEntry>>>, ApiError> {
+    let topic = params::topic(&query_params(query)?)?;
+    let key = CacheKey::Search(topic.clone());
+    let result = frontend
+        .read_through(key, "query_by_topic", &[("topic", topic.as_str())])
+        .await?;
+    Ok(Json(Envelope { result }))
+}
+
+async fn lookup(
+    State(frontend): State<Frontend>,
+    query: Result<Query<QueryParams>, QueryRejection>,
+) -> Result<Json<Envelope<BookDetails>>, ApiError> {
+    let item = params::item_number(&query_params(query)?)?;
+    let key = CacheKey::Lookup(item);
+    let item_text = item.to_string();
+    let result = frontend
+        .read_through(key, "query_by_item", &[("item_number", item_text.as_str())])
+        .await?;
+    Ok(Json(Envelope { result }))
+}
+
+async fn buy_get(
+    State(frontend): State<Frontend>,
+    query: Result<Query<QueryParams>, QueryRejection>,
+) -> Result<Json<BuyResponse>, ApiError> {
+    let query = query_params(query)?;
+    let request = BuyRequest {
+        item_number: params::item_number(&query)?,
+        request_id: params::request_id(&query)?,
+    };
+    frontend.buy(request).await.map(Json)
+}
+
+/// `POST /buy` takes a JSON body `{"item_number": N, "request_id": "..."}`,
+/// or, with an empty body, the same fields as query parameters.
+async fn buy_post(
+    State(frontend): State<Frontend>,
+    query: Result<Query<QueryParams>, QueryRejection>,
+    body: Bytes,
+) -> Result<Json<BuyResponse>, ApiError> {
+    let request = if body.iter().all(u8::is_ascii_whitespace) {
+        let query = query_params(query)?;
+        BuyRequest {
+            item_number: params::item_number(&query)?,
+            request_id: params::request_id(&query)?,
+        }
+    } else {
+        let request: BuyRequest = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("body is not a buy request: {e}")))?;
+        if let Some(id) = &request.request_id {
+            validate_request_id(id).map_err(ApiError::BadRequest)?;
+        }
+        request
+    };
+    frontend.buy(request).await.map(Json)
+}
+
+async fn order(
+    State(frontend): State<Frontend>,
+    Path(raw): Path<String>,
+) -> Result<Json<Envelope<Order>>, ApiError> {
+    let number = params::parse_item_number(&raw)
+        .map_err(|_| ApiError::bad_request(format!("order_number must be a non-negative integer, not {raw:?}")))?;
+    let path = format!("orders/{number}");
+    let envelope: Envelope<Order> = frontend
+        .read_from(Role::Order, "order", "get_order", &path, &())
+        .await?;
+    Ok(Json(envelope))
+}
+
+impl Frontend {
+    /// Reads through the cache: a hit answers at once; a miss reads from
+    /// the catalog and offers the result to the cache.
+    async fn read_through<T>(&self, key: CacheKey, path: &str, query: &[(&str, &str)]) -> Result<T, ApiError>
+    where
+        T: Serialize + DeserializeOwned,
+    {
+        if let Some(hit) = self.cache_get(&key, query).await {
+            return Ok(hit);
+        }
+        let read: Versioned<T> = self.read_from(Role::Catalog, "catalog", path, path, query).await?;
+        self.cache_put(key, read.version, &read.value);
+        Ok(read.value)
+    }
+
+    async fn cache_get<T: DeserializeOwned>(&self, key: &CacheKey, query: &[(&str, &str)]) -> Option<T> {
+        let (public, _) = self.settings.cache.as_ref()?;
+        let path = match key {
+            CacheKey::Lookup(_) => "lookup",
+            CacheKey::Search(_) => "search",
+        };
+        let url = format!("http://{public}/{path}");
+        match self.peers.get::<_, CacheGet>("cache", path, &url, query).await {
+            Ok(CacheGet { hit: true, value: Some(value) }) => serde_json::from_value(value).ok(),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::debug!(%error, "cache read failed; reading from the catalog");
+                None
+            }
+        }
+    }
+
+    /// Offers a read to the cache without making the client wait for it.
+    fn cache_put<T: Serialize>(&self, key: CacheKey, version: u64, value: &T) {
+        let Some((_, peer)) = self.settings.cache.clone() else { return };
+        let Ok(value) = serde_json::to_value(value) else { return };
+        let peers = self.peers.clone();
+        tokio::spawn(async move {
+            let url = format!("http://{peer}/peer/cache/put");
+            let put = CachePut { key, version, value };
+            let stored: Result<serde_json::Value, _> = peers.post("cache", "put", &url, &put).await;
+            if let Err(error) = stored {
+                tracing::debug!(%error, "cache put failed");
+            }
+        });
+    }
+
+    /// Reads `path` from the first in-sync member of `tier` that answers,
+    /// retrying through a failover.
+    async fn read_from<Q, T>(&self, tier: Role, to: &str, operation: &str, path: &str, query: &Q) -> Result<T, ApiError>
+    where
+        Q: Serialize + ?Sized,
+        T: DeserializeOwned,
+    {
+        retry::while_unavailable(FAILOVER_RETRY_BUDGET, || async {
+            let mut last_error = ApiError::Unavailable(format!("{tier} has no in-sync member right now"));
+            for reader in self.directory.readers(tier) {
+                let url = format!("http://{reader}/{path}");
+                match self.peers.get(to, operation, &url, query).await {
+                    Ok(value) => return Ok(value),
+                    Err(error) if error.is_unavailable() => last_error = error.into(),
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Err(last_error)
+        })
+        .await
+    }
+
+    /// Sends a buy to the order primary, retrying through a failover under
+    /// one request id.
+    async fn buy(&self, request: BuyRequest) -> Result<BuyResponse, ApiError> {
+        let request = BuyRequest {
+            request_id: Some(request.request_id.unwrap_or_else(new_request_id)),
+            ..request
+        };
+        retry::while_unavailable(FAILOVER_RETRY_BUDGET, || async {
+            let (public, _) = self
+                .directory
+                .primary(Role::Order)
+                .ok_or_else(|| ApiError::Unavailable("the order tier has no primary right now".to_owned()))?;
+            let url = format!("http://{public}/buy");
+            Ok(self.peers.post("order", "buy", &url, &request).await?)
+        })
+        .await
+    }
+}
