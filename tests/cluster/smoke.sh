@@ -151,6 +151,10 @@ while :; do
   sleep 1
 done
 log "deleted pod $old, replaced by Ready pod $new"
-out=$(curl -fsS --max-time 10 "http://$ip/index.html") || fail "ClusterIP does not answer after the pod was replaced"
-[ "$out" = bookstore-smoke-ok ] || fail "unexpected answer after the pod was replaced: $out"
+# kube-proxy follows the EndpointSlice a moment after the pod turns Ready: retry, bounded.
+end=$((SECONDS + 60))
+until out=$(curl -fsS --max-time 3 "http://$ip/index.html" 2>&1) && [ "$out" = bookstore-smoke-ok ]; do
+  [ $SECONDS -lt $end ] || fail "ClusterIP does not answer within 60s after the pod was replaced (last: $out)"
+  sleep 1
+done
 log "ClusterIP answers from the new pod"

@@ -49,8 +49,14 @@ pub async fn run_test_cases(frontend: &str, books: &[Book]) -> anyhow::Result<()
     for (name, result) in [
         ("test1 (search)", test_search(&client, books).await),
         ("test2 (lookup)", test_lookup(&client, books).await),
-        ("test3 (buy until sold out)", test_sequential_buys(&client, &books[0]).await),
-        ("test4 (race of concurrent buyers)", test_concurrent_buys(&client, &books[1]).await),
+        (
+            "test3 (buy until sold out)",
+            test_sequential_buys(&client, &books[0]).await,
+        ),
+        (
+            "test4 (race of concurrent buyers)",
+            test_concurrent_buys(&client, &books[1]).await,
+        ),
     ] {
         match result {
             Ok(()) => println!("{name}: Pass"),
@@ -69,15 +75,26 @@ struct Client {
 
 impl Client {
     fn new(base: &str) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(REQUEST_TIMEOUT).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .build()?;
         Ok(Self {
             http,
             base: base.trim_end_matches('/').to_owned(),
         })
     }
 
-    async fn get<T: DeserializeOwned>(&self, who: usize, path: &str, query: &[(&str, String)]) -> anyhow::Result<T> {
-        let request = self.http.get(format!("{}{path}", self.base)).query(query).build()?;
+    async fn get<T: DeserializeOwned>(
+        &self,
+        who: usize,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let request = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .build()?;
         println!("Client{who}: Send request {}", request.url());
         let response = self.http.execute(request).await?;
         let status = response.status();
@@ -91,14 +108,23 @@ impl Client {
 async fn test_search(client: &Client, books: &[Book]) -> anyhow::Result<()> {
     let topics: BTreeSet<&str> = books.iter().map(|b| b.topic.as_str()).collect();
     for topic in topics {
-        let answer: Envelope<Vec<SearchEntry>> = client.get(0, "/search", &[("topic", topic.to_owned())]).await?;
-        let found: BTreeSet<(u64, String)> = answer.result.into_iter().map(|e| (e.item_number, e.title)).collect();
+        let answer: Envelope<Vec<SearchEntry>> = client
+            .get(0, "/search", &[("topic", topic.to_owned())])
+            .await?;
+        let found: BTreeSet<(u64, String)> = answer
+            .result
+            .into_iter()
+            .map(|e| (e.item_number, e.title))
+            .collect();
         let expected: BTreeSet<(u64, String)> = books
             .iter()
             .filter(|b| b.topic == topic)
             .map(|b| (b.item_number, b.title.clone()))
             .collect();
-        ensure!(found == expected, "search {topic:?} found {found:?}, expected {expected:?}");
+        ensure!(
+            found == expected,
+            "search {topic:?} found {found:?}, expected {expected:?}"
+        );
     }
     Ok(())
 }
@@ -111,32 +137,56 @@ async fn test_lookup(client: &Client, books: &[Book]) -> anyhow::Result<()> {
             "lookup {} answered {details:?}",
             book.item_number
         );
-        ensure!(details.stock <= book.stock, "stock {} exceeds the initial {}", details.stock, book.stock);
+        ensure!(
+            details.stock <= book.stock,
+            "stock {} exceeds the initial {}",
+            details.stock,
+            book.stock
+        );
     }
     Ok(())
 }
 
 async fn lookup(client: &Client, who: usize, item: u64) -> anyhow::Result<BookDetails> {
-    let answer: Envelope<BookDetails> = client.get(who, "/lookup", &[("item_number", item.to_string())]).await?;
+    let answer: Envelope<BookDetails> = client
+        .get(who, "/lookup", &[("item_number", item.to_string())])
+        .await?;
     Ok(answer.result)
 }
 
 async fn buy(client: &Client, who: usize, item: u64) -> anyhow::Result<BuyResponse> {
-    client.get(who, "/buy", &[("item_number", item.to_string())]).await
+    client
+        .get(who, "/buy", &[("item_number", item.to_string())])
+        .await
 }
 
 async fn test_sequential_buys(client: &Client, book: &Book) -> anyhow::Result<()> {
     let stock = lookup(client, 0, book.item_number).await?.stock;
-    ensure!(stock > 0, "book {} is already sold out: start the store from a fresh data directory", book.item_number);
+    ensure!(
+        stock > 0,
+        "book {} is already sold out: start the store from a fresh data directory",
+        book.item_number
+    );
     for _ in 0..stock {
         let answer = buy(client, 0, book.item_number).await?;
-        ensure!(answer.result == BuyResult::Success, "a buy with stock left answered {answer:?}");
-        let number = answer.order_number.context("a successful buy has an order number")?;
+        ensure!(
+            answer.result == BuyResult::Success,
+            "a buy with stock left answered {answer:?}"
+        );
+        let number = answer
+            .order_number
+            .context("a successful buy has an order number")?;
         let order: Envelope<Order> = client.get(0, &format!("/orders/{number}"), &[]).await?;
-        ensure!(order.result.item_number == book.item_number, "order {number} is for another book");
+        ensure!(
+            order.result.item_number == book.item_number,
+            "order {number} is for another book"
+        );
     }
     let sold_out = buy(client, 0, book.item_number).await?;
-    ensure!(sold_out.result == BuyResult::Failed, "a buy of a sold-out book answered {sold_out:?}");
+    ensure!(
+        sold_out.result == BuyResult::Failed,
+        "a buy of a sold-out book answered {sold_out:?}"
+    );
     let after = lookup(client, 0, book.item_number).await?.stock;
     ensure!(after == 0, "after selling out, lookup shows stock {after}");
     Ok(())
@@ -144,7 +194,11 @@ async fn test_sequential_buys(client: &Client, book: &Book) -> anyhow::Result<()
 
 async fn test_concurrent_buys(client: &Client, book: &Book) -> anyhow::Result<()> {
     let stock = lookup(client, 0, book.item_number).await?.stock;
-    ensure!(stock > 0, "book {} is already sold out: start the store from a fresh data directory", book.item_number);
+    ensure!(
+        stock > 0,
+        "book {} is already sold out: start the store from a fresh data directory",
+        book.item_number
+    );
     let buyers = stock as usize + 1;
     let mut tasks = tokio::task::JoinSet::new();
     for who in 1..=buyers {
@@ -158,6 +212,9 @@ async fn test_concurrent_buys(client: &Client, book: &Book) -> anyhow::Result<()
             successes += 1;
         }
     }
-    ensure!(successes == stock, "{buyers} buyers of stock {stock}: {successes} succeeded");
+    ensure!(
+        successes == stock,
+        "{buyers} buyers of stock {stock}: {successes} succeeded"
+    );
     Ok(())
 }

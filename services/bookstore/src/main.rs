@@ -47,8 +47,12 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Client(args) => client::run(args).await,
-            Command::Frontend(args) => roles::run(bookstore_core::cluster::Role::Frontend, args).await,
-            Command::Catalog(args) => roles::run(bookstore_core::cluster::Role::Catalog, args).await,
+            Command::Frontend(args) => {
+                roles::run(bookstore_core::cluster::Role::Frontend, args).await
+            }
+            Command::Catalog(args) => {
+                roles::run(bookstore_core::cluster::Role::Catalog, args).await
+            }
             Command::Order(args) => roles::run(bookstore_core::cluster::Role::Order, args).await,
             Command::Cache(args) => roles::run(bookstore_core::cluster::Role::Cache, args).await,
         }

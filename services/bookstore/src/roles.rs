@@ -33,10 +33,18 @@ pub async fn run(role: Role, args: RoleArgs) -> anyhow::Result<()> {
     let cluster = args.store.cluster()?;
     let me = cluster
         .member(role, args.ordinal)
-        .with_context(|| format!("the cluster file lists no {role} with ordinal {}", args.ordinal))?
+        .with_context(|| {
+            format!(
+                "the cluster file lists no {role} with ordinal {}",
+                args.ordinal
+            )
+        })?
         .clone();
     let token = args.store.load_token()?;
-    let public = me.public.clone().context("a service needs a public address")?;
+    let public = me
+        .public
+        .clone()
+        .context("a service needs a public address")?;
     let listeners = Listeners::bind(&public, &me.peer)
         .await
         .with_context(|| format!("binding {public} and {}", me.peer))?;
@@ -75,7 +83,9 @@ pub async fn run(role: Role, args: RoleArgs) -> anyhow::Result<()> {
             };
             bookstore_order::run(settings, listeners, token, shutdown).await?;
         }
-        Role::Coordinator => anyhow::bail!("the coordinator runs inside `bookstore up` (or the operator)"),
+        Role::Coordinator => {
+            anyhow::bail!("the coordinator runs inside `bookstore up` (or the operator)")
+        }
     }
     tracing::info!(%role, ordinal = args.ordinal, "stopped");
     Ok(())
@@ -88,7 +98,11 @@ fn coordinator_url(cluster: &ClusterConfig) -> anyhow::Result<String> {
     Ok(coordinator.peer_url())
 }
 
-fn node_config(cluster: &ClusterConfig, me: &Member, args: &RoleArgs) -> anyhow::Result<NodeConfig> {
+fn node_config(
+    cluster: &ClusterConfig,
+    me: &Member,
+    args: &RoleArgs,
+) -> anyhow::Result<NodeConfig> {
     Ok(NodeConfig {
         tier: me.role,
         ordinal: me.ordinal,

@@ -41,7 +41,11 @@ pub async fn collect(store: &StoreArgs) -> anyhow::Result<Vec<Value>> {
         .unwrap_or_default();
     let client = PeerClient::with_timeout(token, Metrics::new("status"), STATUS_TIMEOUT);
     let mut lines = Vec::new();
-    for member in cluster.members.iter().filter(|m| m.role != Role::Coordinator) {
+    for member in cluster
+        .members
+        .iter()
+        .filter(|m| m.role != Role::Coordinator)
+    {
         let pid = pids.members.get(&member.name()).copied();
         lines.push(member_status(&client, member, pid).await);
     }
@@ -51,7 +55,10 @@ pub async fn collect(store: &StoreArgs) -> anyhow::Result<Vec<Value>> {
 async fn member_status(client: &PeerClient, member: &Member, pid: Option<u32>) -> Value {
     if member.role.is_replicated() {
         let url = format!("{}/peer/status", member.peer_url());
-        return match client.get::<_, MemberStatus>("member", "status", &url, &()).await {
+        return match client
+            .get::<_, MemberStatus>("member", "status", &url, &())
+            .await
+        {
             Ok(status) => serde_json::to_value(status).unwrap_or_default(),
             Err(error) => unreachable_member(member, pid, &error.to_string()),
         };

@@ -19,7 +19,9 @@ use bookstore_core::inventory;
 use bookstore_core::metrics::Metrics;
 use bookstore_core::shutdown::{self, Shutdown};
 use bookstore_core::token::PeerToken;
-use bookstore_replication::coordinator::{CoordinatorConfig, DEFAULT_BOOTSTRAP_WAIT, DEFAULT_MISS_THRESHOLD};
+use bookstore_replication::coordinator::{
+    CoordinatorConfig, DEFAULT_BOOTSTRAP_WAIT, DEFAULT_MISS_THRESHOLD,
+};
 use bookstore_replication::coordinator_server::CoordinatorServer;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -78,7 +80,12 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let mut supervisors = Vec::new();
     for member in children(&cluster, args.no_cache) {
         let child = ChildSpec::new(&member, &args)?;
-        supervisors.push(tokio::spawn(supervise(child, pids.clone(), data_dir.clone(), shutdown.clone())));
+        supervisors.push(tokio::spawn(supervise(
+            child,
+            pids.clone(),
+            data_dir.clone(),
+            shutdown.clone(),
+        )));
     }
     print_banner(&cluster, &args, books.len());
     for supervisor in supervisors {
@@ -105,7 +112,9 @@ async fn start_coordinator(
     token: PeerToken,
     shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let member = cluster.first(Role::Coordinator).context("the cluster file lists no coordinator")?;
+    let member = cluster
+        .first(Role::Coordinator)
+        .context("the cluster file lists no coordinator")?;
     let config = CoordinatorConfig {
         heartbeat_interval: args.store.heartbeat_interval(),
         miss_threshold: args.miss_threshold.max(1),
@@ -190,7 +199,12 @@ impl ChildSpec {
 }
 
 /// Keeps one child running until shutdown, restarting it when it dies.
-async fn supervise(child: ChildSpec, pids: Arc<Mutex<Pids>>, data_dir: PathBuf, shutdown: Shutdown) {
+async fn supervise(
+    child: ChildSpec,
+    pids: Arc<Mutex<Pids>>,
+    data_dir: PathBuf,
+    shutdown: Shutdown,
+) {
     let (stop_trigger, stopped) = shutdown::channel();
     let watcher = tokio::spawn(async move {
         shutdown.wait().await;
@@ -241,7 +255,10 @@ async fn terminate(process: &mut Child, name: &str) {
             libc::kill(pid as libc::pid_t, libc::SIGTERM);
         }
     }
-    if tokio::time::timeout(STOP_GRACE, process.wait()).await.is_err() {
+    if tokio::time::timeout(STOP_GRACE, process.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(child = name, "did not stop in time; killing");
         let _ = process.kill().await;
     }
@@ -262,14 +279,22 @@ fn record_pid(pids: &Mutex<Pids>, data_dir: &Path, name: &str, pid: u32) {
 }
 
 fn print_banner(cluster: &ClusterConfig, args: &UpArgs, books: usize) {
-    println!("BookStore is starting ({books} books from {}).", args.inventory.display());
+    println!(
+        "BookStore is starting ({books} books from {}).",
+        args.inventory.display()
+    );
     println!("{:<14} {:<24} {:<24}", "member", "public", "peer");
     for member in &cluster.members {
         if args.no_cache && member.role == Role::Cache {
             continue;
         }
         let public = member.public_url().unwrap_or_else(|| "-".into());
-        println!("{:<14} {:<24} {:<24}", member.name(), public, member.peer_url());
+        println!(
+            "{:<14} {:<24} {:<24}",
+            member.name(),
+            public,
+            member.peer_url()
+        );
     }
     if let Ok(frontend) = cluster.first(Role::Frontend)
         && let Some(url) = frontend.public_url()

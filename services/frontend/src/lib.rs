@@ -19,8 +19,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bookstore_core::ApiError;
 use bookstore_core::api::{
-    BookDetails, BuyRequest, BuyResponse, CacheGet, CacheKey, CachePut, Envelope, Order, SearchEntry, Versioned,
-    new_request_id, validate_request_id,
+    BookDetails, BuyRequest, BuyResponse, CacheGet, CacheKey, CachePut, Envelope, Order,
+    SearchEntry, Versioned, new_request_id, validate_request_id,
 };
 use bookstore_core::cluster::Role;
 use bookstore_core::http::{Listeners, always_ready, serve_service};
@@ -61,7 +61,11 @@ pub async fn run(
     let metrics = Metrics::new("frontend");
     let peers = PeerClient::new(token.clone(), metrics.clone());
     let directory = Directory::new();
-    directory.spawn_refresher(peers.clone(), settings.coordinator_url.clone(), settings.refresh_interval);
+    directory.spawn_refresher(
+        peers.clone(),
+        settings.coordinator_url.clone(),
+        settings.refresh_interval,
+    );
     let frontend = Frontend {
         settings,
         directory: directory.clone(),
@@ -77,7 +81,9 @@ pub async fn run(
     serve_service(listeners, public, peer, metrics, always_ready(), shutdown).await
 }
 
-fn query_params(query: Result<Query<QueryParams>, QueryRejection>) -> Result<QueryParams, ApiError> {
+fn query_params(
+    query: Result<Query<QueryParams>, QueryRejection>,
+) -> Result<QueryParams, ApiError> {
     query
         .map(|Query(params)| params)
         .map_err(|e| ApiError::bad_request(e.body_text()))
@@ -148,8 +154,11 @@ async fn order(
     State(frontend): State<Frontend>,
     Path(raw): Path<String>,
 ) -> Result<Json<Envelope<Order>>, ApiError> {
-    let number = params::parse_item_number(&raw)
-        .map_err(|_| ApiError::bad_request(format!("order_number must be a non-negative integer, not {raw:?}")))?;
+    let number = params::parse_item_number(&raw).map_err(|_| {
+        ApiError::bad_request(format!(
+            "order_number must be a non-negative integer, not {raw:?}"
+        ))
+    })?;
     let path = format!("orders/{number}");
     let envelope: Envelope<Order> = frontend
         .read_from(Role::Order, "order", "get_order", &path, &())
@@ -160,27 +169,45 @@ async fn order(
 impl Frontend {
     /// Reads through the cache: a hit answers at once; a miss reads from
     /// the catalog and offers the result to the cache.
-    async fn read_through<T>(&self, key: CacheKey, path: &str, query: &[(&str, &str)]) -> Result<T, ApiError>
+    async fn read_through<T>(
+        &self,
+        key: CacheKey,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<T, ApiError>
     where
         T: Serialize + DeserializeOwned,
     {
         if let Some(hit) = self.cache_get(&key, query).await {
             return Ok(hit);
         }
-        let read: Versioned<T> = self.read_from(Role::Catalog, "catalog", path, path, query).await?;
+        let read: Versioned<T> = self
+            .read_from(Role::Catalog, "catalog", path, path, query)
+            .await?;
         self.cache_put(key, read.version, &read.value);
         Ok(read.value)
     }
 
-    async fn cache_get<T: DeserializeOwned>(&self, key: &CacheKey, query: &[(&str, &str)]) -> Option<T> {
+    async fn cache_get<T: DeserializeOwned>(
+        &self,
+        key: &CacheKey,
+        query: &[(&str, &str)],
+    ) -> Option<T> {
         let (public, _) = self.settings.cache.as_ref()?;
         let path = match key {
             CacheKey::Lookup(_) => "lookup",
             CacheKey::Search(_) => "search",
         };
         let url = format!("http://{public}/{path}");
-        match self.peers.get::<_, CacheGet>("cache", path, &url, query).await {
-            Ok(CacheGet { hit: true, value: Some(value) }) => serde_json::from_value(value).ok(),
+        match self
+            .peers
+            .get::<_, CacheGet>("cache", path, &url, query)
+            .await
+        {
+            Ok(CacheGet {
+                hit: true,
+                value: Some(value),
+            }) => serde_json::from_value(value).ok(),
             Ok(_) => None,
             Err(error) => {
                 tracing::debug!(%error, "cache read failed; reading from the catalog");
@@ -191,12 +218,20 @@ impl Frontend {
 
     /// Offers a read to the cache without making the client wait for it.
     fn cache_put<T: Serialize>(&self, key: CacheKey, version: u64, value: &T) {
-        let Some((_, peer)) = self.settings.cache.clone() else { return };
-        let Ok(value) = serde_json::to_value(value) else { return };
+        let Some((_, peer)) = self.settings.cache.clone() else {
+            return;
+        };
+        let Ok(value) = serde_json::to_value(value) else {
+            return;
+        };
         let peers = self.peers.clone();
         tokio::spawn(async move {
             let url = format!("http://{peer}/peer/cache/put");
-            let put = CachePut { key, version, value };
+            let put = CachePut {
+                key,
+                version,
+                value,
+            };
             let stored: Result<serde_json::Value, _> = peers.post("cache", "put", &url, &put).await;
             if let Err(error) = stored {
                 tracing::debug!(%error, "cache put failed");
@@ -206,13 +241,21 @@ impl Frontend {
 
     /// Reads `path` from the first in-sync member of `tier` that answers,
     /// retrying through a failover.
-    async fn read_from<Q, T>(&self, tier: Role, to: &str, operation: &str, path: &str, query: &Q) -> Result<T, ApiError>
+    async fn read_from<Q, T>(
+        &self,
+        tier: Role,
+        to: &str,
+        operation: &str,
+        path: &str,
+        query: &Q,
+    ) -> Result<T, ApiError>
     where
         Q: Serialize + ?Sized,
         T: DeserializeOwned,
     {
         retry::while_unavailable(FAILOVER_RETRY_BUDGET, || async {
-            let mut last_error = ApiError::Unavailable(format!("{tier} has no in-sync member right now"));
+            let mut last_error =
+                ApiError::Unavailable(format!("{tier} has no in-sync member right now"));
             for reader in self.directory.readers(tier) {
                 let url = format!("http://{reader}/{path}");
                 match self.peers.get(to, operation, &url, query).await {
@@ -234,10 +277,9 @@ impl Frontend {
             ..request
         };
         retry::while_unavailable(FAILOVER_RETRY_BUDGET, || async {
-            let (public, _) = self
-                .directory
-                .primary(Role::Order)
-                .ok_or_else(|| ApiError::Unavailable("the order tier has no primary right now".to_owned()))?;
+            let (public, _) = self.directory.primary(Role::Order).ok_or_else(|| {
+                ApiError::Unavailable("the order tier has no primary right now".to_owned())
+            })?;
             let url = format!("http://{public}/buy");
             Ok(self.peers.post("order", "buy", &url, &request).await?)
         })
