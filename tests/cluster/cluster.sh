@@ -6,6 +6,7 @@
 #   tests/cluster/cluster.sh up [api-only]  start the cluster (api-only: etcd + apiserver + controller-manager)
 #   tests/cluster/cluster.sh down           stop everything started by `up`, clean network state
 #   tests/cluster/cluster.sh status         show processes and node state
+#   tests/cluster/cluster.sh gen-modules    regenerate the wrapper go.mod files after a version bump
 #
 # See tests/cluster/README.md.
 set -euo pipefail
@@ -124,6 +125,45 @@ cmd_build() {
   done
   log "build: done in $((SECONDS - t0))s; binaries in $BIN"
   "$BIN/kube-apiserver" --version >&2
+}
+
+# gen-modules: rewrite the wrapper go.mod files for the versions in versions.env and
+# tidy them (needs the Go module proxy). Run after changing a version; commit the result.
+cmd_gen_modules() {
+  export GOTOOLCHAIN=local
+  local k=$K8S_VERSION staging="v0.${K8S_VERSION#v1.}" mod
+  mod=$(go mod download -json "k8s.io/kubernetes@$k" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  [ -f "$mod" ] || die "gen-modules: cannot download k8s.io/kubernetes@$k"
+  {
+    echo "// Wrapper module: builds the upstream Kubernetes ${k#v} components from the k8s.io/kubernetes"
+    echo "// module. k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with"
+    echo "// ./staging paths, which only work inside its own repository, so every staging module is"
+    echo "// replaced here with its matching published $staging release."
+    echo "// Regenerate with: tests/cluster/cluster.sh gen-modules"
+    echo "module bookstore.test/cluster/kubernetes"
+    echo
+    grep -E '^go [0-9]' "$mod"
+    echo
+    grep -E '^godebug ' "$mod" || true
+    echo
+    echo "require k8s.io/kubernetes $k"
+    echo
+    echo "replace ("
+    grep -E '^\s*k8s.io/[^ ]+ => ./staging' "$mod" | awk -v v="$staging" '{print "\t" $1 " => " $1 " " v}'
+    echo ")"
+    echo
+    echo "tool ("
+    for c in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do printf '\tk8s.io/kubernetes/cmd/%s\n' "$c"; done
+    echo ")"
+  } > "$HERE/go/kubernetes/go.mod"
+  sed -i "s|^require go.etcd.io/etcd/server/v3 .*|require go.etcd.io/etcd/server/v3 $ETCD_VERSION|" "$HERE/go/etcd/go.mod"
+  sed -i "s|^require helm.sh/helm/v3 .*|require helm.sh/helm/v3 $HELM_VERSION|" "$HERE/go/helm/go.mod"
+  sed -i "s|^require github.com/coredns/coredns .*|require github.com/coredns/coredns $COREDNS_VERSION|" "$HERE/go/coredns/go.mod"
+  local m
+  for m in kubernetes etcd helm coredns; do
+    log "gen-modules: go mod tidy in go/$m"
+    ( cd "$HERE/go/$m" && rm -f go.sum && nice -n 19 go mod tidy ) || die "gen-modules: go mod tidy failed in go/$m"
+  done
 }
 
 # ---------------------------------------------------------------- helpers for up/down
@@ -791,6 +831,8 @@ cmd_down() {
   firewall_down
   rm -f "$STATE/mode"
   rm -rf "$RUN_DIR"
+  # containerd 1.6 keeps shim sockets in /run/containerd/s whatever its state dir: remove if empty.
+  rmdir /run/containerd/s /run/containerd/fifo /run/containerd 2>/dev/null || true
   log "down: done in $((SECONDS - t0))s"
 }
 
@@ -811,13 +853,14 @@ cmd_status() {
 
 # ---------------------------------------------------------------- main
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
 
 main() {
   local cmd=${1:-}
   [ $# -gt 0 ] && shift
   case "$cmd" in
     build) cmd_build "$@" ;;
+    gen-modules) cmd_gen_modules "$@" ;;
     up) need_root; cmd_up "$@" ;;
     down) need_root; cmd_down "$@" ;;
     status) cmd_status "$@" ;;

@@ -167,6 +167,27 @@ impl UpProcess {
         })
     }
 
+    /// True when every member is healthy and each replicated tier has one
+    /// primary (their states may still differ by in-flight writes).
+    pub fn all_healthy(&self) -> bool {
+        let status = self.status();
+        let expected = self
+            .cluster
+            .members
+            .iter()
+            .filter(|m| m.role != Role::Coordinator)
+            .count();
+        status.len() == expected
+            && status.iter().all(|s| s["healthy"] == true)
+            && ["catalog", "order"].iter().all(|tier| {
+                status
+                    .iter()
+                    .filter(|s| s["role"] == *tier && s["primary"] == true)
+                    .count()
+                    == 1
+            })
+    }
+
     /// Waits until [`Self::settled`], panicking with the last status after `limit`.
     pub fn wait_until_settled(&self, limit: Duration) {
         let deadline = Instant::now() + limit;
