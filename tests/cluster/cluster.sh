@@ -276,12 +276,22 @@ firewall_up() {
       iptables -w 5 -t mangle -A "$out" -o "$i" -m conntrack --ctorigdst "$c" -j DROP -m comment --comment "$m"
     done
   done
+  # Pods may reach the machine itself only on the API server and CoreDNS ports (and answers
+  # to connections the machine opened, such as kubelet probes): nothing else listening here.
+  local host="$FW_CHAIN-HOST"
+  iptables -w 5 -t filter -N "$host" 2>/dev/null || iptables -w 5 -t filter -F "$host"
+  iptables -w 5 -t filter -A "$host" -m conntrack --ctstate ESTABLISHED,RELATED -j RETURN
+  iptables -w 5 -t filter -A "$host" -p tcp -d "$NODE_IP" --dport "$API_PORT" -j RETURN
+  iptables -w 5 -t filter -A "$host" -p udp -d "$NODE_IP" --dport "$COREDNS_PORT" -j RETURN
+  iptables -w 5 -t filter -A "$host" -p tcp -d "$NODE_IP" --dport "$COREDNS_PORT" -j RETURN
+  iptables -w 5 -t filter -A "$host" -j DROP -m comment --comment "bookstore test cluster: pods reach only the API server and DNS on the machine"
   local chain
   for chain in INPUT FORWARD; do
     iptables -w 5 -t filter -C "$chain" -j "$in" 2>/dev/null || iptables -w 5 -t filter -I "$chain" 1 -j "$in"
   done
+  iptables -w 5 -t filter -C INPUT -i "$CNI_BRIDGE" -j "$host" 2>/dev/null || iptables -w 5 -t filter -I INPUT 2 -i "$CNI_BRIDGE" -j "$host"
   iptables -w 5 -t mangle -C POSTROUTING -j "$out" 2>/dev/null || iptables -w 5 -t mangle -I POSTROUTING 1 -j "$out"
-  log "firewall: chains $in (filter) and $out (mangle) drop pod/service/node traffic on: ${ifs:-none}"
+  log "firewall: chains $in (filter) and $out (mangle) drop pod/service/node traffic on: ${ifs:-none}; $host limits pods to the API server and DNS on the machine"
 }
 
 firewall_present() {
@@ -293,8 +303,9 @@ firewall_down() {
   for chain in INPUT FORWARD; do
     while iptables -w 5 -t filter -C "$chain" -j "$FW_CHAIN-IN" 2>/dev/null; do iptables -w 5 -t filter -D "$chain" -j "$FW_CHAIN-IN"; done
   done
+  while iptables -w 5 -t filter -C INPUT -i "$CNI_BRIDGE" -j "$FW_CHAIN-HOST" 2>/dev/null; do iptables -w 5 -t filter -D INPUT -i "$CNI_BRIDGE" -j "$FW_CHAIN-HOST"; done
   while iptables -w 5 -t mangle -C POSTROUTING -j "$FW_CHAIN-OUT" 2>/dev/null; do iptables -w 5 -t mangle -D POSTROUTING -j "$FW_CHAIN-OUT"; done
-  for t in filter:"$FW_CHAIN-IN" mangle:"$FW_CHAIN-OUT"; do
+  for t in filter:"$FW_CHAIN-IN" filter:"$FW_CHAIN-HOST" mangle:"$FW_CHAIN-OUT"; do
     c=${t#*:}; t=${t%%:*}
     if iptables -w 5 -t "$t" -n -L "$c" >/dev/null 2>&1; then iptables -w 5 -t "$t" -F "$c"; iptables -w 5 -t "$t" -X "$c"; fi
   done

@@ -112,6 +112,8 @@ spec:
       nslookup example.com >/tmp/ext 2>&1 || true
       cat /tmp/ext
       if grep -q '^Name:' /tmp/ext; then echo "outside name resolved"; exit 1; fi
+      echo "--- other ports of the machine are closed to pods (kubelet $NODE_IP:10250)"
+      if timeout 3 nc -w 2 $NODE_IP 10250 </dev/null; then echo "kubelet port reachable from a pod"; exit 1; fi
       echo "--- API Service by short name kubernetes.default (search path), ServiceAccount token"
       # (Debian's busybox 1.35 wget crashes with -T; the timeout applet bounds it instead.)
       TOKEN=\$(cat /var/run/secrets/kubernetes.io/serviceaccount/token)
