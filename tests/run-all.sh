@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Every test of BookStore, from a fresh clone: `tests/run-all.sh`.
+#
+# It installs what it needs (crates through cargo; the Kubernetes test
+# cluster's Go builds and Debian packages through tests/cluster), runs each
+# step, stops at the first failure, and ends with a summary line.
+# Expensive builds are cached outside the work tree (~/.cache/bookstore).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+passed=0
+step() {
+  local name=$1
+  shift
+  printf '\n=== %s\n' "$name"
+  local started=$SECONDS
+  if ! "$@"; then
+    printf '\n=== FAILED: %s\n' "$name"
+    printf '%d passed, 1 failed\n' "$passed"
+    exit 1
+  fi
+  printf '=== ok: %s (%ds)\n' "$name" "$((SECONDS - started))"
+  passed=$((passed + 1))
+}
+
+need_rust() {
+  command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; return 1; }
+  rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
+}
+
+step "toolchain" need_rust
+step "format (cargo fmt --check)" cargo fmt --all -- --check
+step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "unit, service, system and chaos tests (cargo test)" cargo test --workspace --locked
+step "release build" cargo build --release --locked --bin bookstore --bin bookstore-operator
+step "real single-node Kubernetes cluster (tests/cluster/smoke.sh)" tests/cluster/smoke.sh
+
+printf '\nAll steps passed.\n%d passed, 0 failed\n' "$passed"
