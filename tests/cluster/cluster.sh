@@ -170,7 +170,7 @@ cmd_gen_modules() {
 
 PKI="$CL/pki"; ETC="$CL/etc"; LOGS="$CL/logs"; PIDS="$CL/pids"; STATE="$CL/state"
 KUBECONFIG_ADMIN="$CL/kubeconfig"
-APT_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack openssl catatonit busybox-static kmod ethtool socat util-linux iproute2)
+APT_PACKAGES=(containerd runc containernetworking-plugins iptables conntrack openssl catatonit busybox-static curl kmod ethtool socat util-linux iproute2)
 
 kc() { "$BIN/kubectl" --kubeconfig "$KUBECONFIG_ADMIN" "$@"; }
 
@@ -188,9 +188,11 @@ wait_for() {
   log "ready: $desc"
 }
 
-install_packages() {
-  local missing=()
-  for p in "${APT_PACKAGES[@]}"; do
+APT_PACKAGES_API_ONLY=(iptables openssl curl util-linux iproute2)
+
+install_packages() { # install_packages PACKAGE...: apt-get install what is missing
+  local missing=() p
+  for p in "$@"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
   done
   if [ ${#missing[@]} -eq 0 ]; then
@@ -697,7 +699,7 @@ cmd_up() {
   rm -rf "$CL/etcd" "$CL/kubelet" "$CL/cni/ipam" "$LOGS"/*.log
   mkdir -p "$CL/etcd" "$CL/kubelet"
 
-  if [ "$mode" = full ]; then install_packages; fi
+  if [ "$mode" = full ]; then install_packages "${APT_PACKAGES[@]}"; else install_packages "${APT_PACKAGES_API_ONLY[@]}"; fi
   command -v openssl >/dev/null || die "openssl is required"
   command -v curl >/dev/null || die "curl is required"
   check_ranges

@@ -53,6 +53,5 @@ EOF
 printf 'hosts: files dns\n' > "$root/etc/nsswitch.conf"
 mkdir -p "$root/home/nonroot"
 chown 65532:65532 "$root/home/nonroot" 2>/dev/null || true
-for ca in /etc/ssl/certs/ca-certificates.crt; do
-  if [ -f "$ca" ]; then mkdir -p "$root/etc/ssl/certs"; cp -L "$ca" "$root$ca"; fi
-done
+ca=/etc/ssl/certs/ca-certificates.crt
+if [ -f "$ca" ]; then mkdir -p "$root/etc/ssl/certs"; cp -L "$ca" "$root$ca"; fi
