@@ -20,6 +20,18 @@ pub struct RoleArgs {
     /// Which member of the role this process is.
     #[arg(long, env = "BOOKSTORE_ORDINAL", default_value_t = 0)]
     pub ordinal: Ordinal,
+    /// Take the ordinal from the trailing `-N` of the host name, as a
+    /// StatefulSet pod (`mystore-catalog-1`) has it. Overrides --ordinal.
+    #[arg(long, env = "BOOKSTORE_ORDINAL_FROM_HOSTNAME")]
+    pub ordinal_from_hostname: bool,
+    /// Listen on this host (e.g. 0.0.0.0 in a pod) at the cluster file's
+    /// ports, instead of on the cluster file's address itself.
+    #[arg(long, env = "BOOKSTORE_BIND_HOST")]
+    pub bind_host: Option<String>,
+    /// The coordinator's base URL (default: from the cluster file). The
+    /// operator serves one coordinator per store under a path prefix.
+    #[arg(long, env = "BOOKSTORE_COORDINATOR_URL")]
+    pub coordinator_url: Option<String>,
     /// The initial inventory (catalog only; used when its database is new).
     #[arg(long, env = "BOOKSTORE_INVENTORY", default_value = DEFAULT_INVENTORY)]
     pub inventory: PathBuf,
@@ -29,7 +41,10 @@ pub struct RoleArgs {
 }
 
 /// Runs `role` until SIGINT or SIGTERM.
-pub async fn run(role: Role, args: RoleArgs) -> anyhow::Result<()> {
+pub async fn run(role: Role, mut args: RoleArgs) -> anyhow::Result<()> {
+    if args.ordinal_from_hostname {
+        args.ordinal = ordinal_from_hostname()?;
+    }
     let cluster = args.store.cluster()?;
     let me = cluster
         .member(role, args.ordinal)
@@ -45,9 +60,13 @@ pub async fn run(role: Role, args: RoleArgs) -> anyhow::Result<()> {
         .public
         .clone()
         .context("a service needs a public address")?;
-    let listeners = Listeners::bind(&public, &me.peer)
+    let (public_bind, peer_bind) = match &args.bind_host {
+        Some(host) => (rebind(&public, host)?, rebind(&me.peer, host)?),
+        None => (public.clone(), me.peer.clone()),
+    };
+    let listeners = Listeners::bind(&public_bind, &peer_bind)
         .await
-        .with_context(|| format!("binding {public} and {}", me.peer))?;
+        .with_context(|| format!("binding {public_bind} and {peer_bind}"))?;
     tracing::info!(%role, ordinal = args.ordinal, %public, peer = %me.peer, pid = std::process::id(), "starting");
     let shutdown = Shutdown::on_signals();
     let cache = (!args.no_cache)
@@ -58,7 +77,7 @@ pub async fn run(role: Role, args: RoleArgs) -> anyhow::Result<()> {
         Role::Frontend => {
             let settings = bookstore_frontend::FrontendSettings {
                 cache,
-                coordinator_url: coordinator_url(&cluster)?,
+                coordinator_url: coordinator_url(&cluster, &args)?,
                 refresh_interval: args.store.heartbeat_interval(),
             };
             bookstore_frontend::run(settings, listeners, token, shutdown).await?;
@@ -91,7 +110,10 @@ pub async fn run(role: Role, args: RoleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn coordinator_url(cluster: &ClusterConfig) -> anyhow::Result<String> {
+fn coordinator_url(cluster: &ClusterConfig, args: &RoleArgs) -> anyhow::Result<String> {
+    if let Some(url) = &args.coordinator_url {
+        return Ok(url.trim_end_matches('/').to_owned());
+    }
     let coordinator = cluster
         .first(Role::Coordinator)
         .context("the cluster file lists no coordinator")?;
@@ -109,7 +131,54 @@ fn node_config(
         data_dir: args.store.data_dir.clone(),
         public_addr: me.public.clone().unwrap_or_default(),
         peer_addr: me.peer.clone(),
-        coordinator_url: coordinator_url(cluster)?,
+        coordinator_url: coordinator_url(cluster, args)?,
         heartbeat_interval: args.store.heartbeat_interval(),
     })
+}
+
+/// The ordinal at the end of this host's name (`mystore-catalog-1` → 1).
+fn ordinal_from_hostname() -> anyhow::Result<Ordinal> {
+    let hostname = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .context("HOSTNAME is not set")?;
+    parse_trailing_ordinal(hostname.trim())
+}
+
+fn parse_trailing_ordinal(name: &str) -> anyhow::Result<Ordinal> {
+    name.rsplit_once('-')
+        .and_then(|(_, ordinal)| ordinal.parse().ok())
+        .with_context(|| format!("host name {name:?} does not end in -ORDINAL"))
+}
+
+/// `host:port` with the host replaced by `bind_host`.
+fn rebind(address: &str, bind_host: &str) -> anyhow::Result<String> {
+    let (_, port) = address
+        .rsplit_once(':')
+        .with_context(|| format!("address {address:?} has no port"))?;
+    Ok(format!("{bind_host}:{port}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ordinals_come_from_statefulset_pod_names() {
+        assert_eq!(
+            parse_trailing_ordinal("mystore-catalog-12").expect("ordinal"),
+            12
+        );
+        assert!(parse_trailing_ordinal("catalog").is_err());
+        assert!(parse_trailing_ordinal("catalog-x").is_err());
+    }
+
+    #[test]
+    fn rebinding_keeps_the_port() {
+        assert_eq!(
+            rebind("store-catalog-0.store-catalog:9000", "0.0.0.0").expect("ok"),
+            "0.0.0.0:9000"
+        );
+        assert!(rebind("nohost", "0.0.0.0").is_err());
+    }
 }

@@ -191,6 +191,22 @@ impl Coordinator {
         state.settle(now, timeout, bootstrap_due, reasons)
     }
 
+    /// Marks a member down at once (its pod was deleted or is not Ready), so
+    /// failover need not wait for missed heartbeats; its next heartbeat,
+    /// if any, brings it back.
+    pub fn mark_down(&mut self, tier: Role, ordinal: Ordinal, now: Instant) -> Option<Published> {
+        let timeout = self.config.liveness_timeout();
+        let bootstrap_due = now.duration_since(self.started) >= self.config.bootstrap_wait;
+        let state = self.tiers.get_mut(&tier)?;
+        let member = state.members.get_mut(&ordinal)?;
+        let long_ago = now.checked_sub(timeout + Duration::from_secs(1))?;
+        if member.last_seen <= long_ago {
+            return None;
+        }
+        member.last_seen = long_ago;
+        state.settle(now, timeout, bootstrap_due, Vec::new())
+    }
+
     /// Expires silent members and re-applies the rule; call it a few times
     /// per heartbeat interval.
     pub fn tick(&mut self, now: Instant) -> Vec<Published> {

@@ -276,3 +276,19 @@ fn adding_a_silent_member_is_refused() {
     s.run_for(Duration::from_secs(5), &[(0, 100, Phase::Leading)]);
     assert_eq!(s.add_to_in_sync(2), Err(AlterError::NotLive(2)));
 }
+
+#[test]
+fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
+    let mut s = Scenario::healthy_pair();
+    let published = s.coordinator.mark_down(TIER, 0, s.now).expect("a change");
+    assert!(published.failover);
+    assert_eq!(published.topology.primary, Some(1));
+    assert!(
+        s.coordinator.mark_down(TIER, 0, s.now).is_none(),
+        "already down"
+    );
+    // Heartbeats bring it back as live (but not in sync: it must resync).
+    s.beat(0, 100, Phase::Joining);
+    assert_eq!(s.topology().primary, Some(1));
+    assert!(s.topology().member(0).expect("member").live);
+}
