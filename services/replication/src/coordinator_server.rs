@@ -2,7 +2,8 @@
 //! heartbeats and in-sync changes; every topology change is pushed to the
 //! tier's members and to the subscribers (the frontend).
 //!
-//! The operator drives the same [`Coordinator`] with pod readiness instead.
+//! The operator serves one of these per store and adds pod readiness
+//! ([`CoordinatorServer::mark_down`]).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +25,9 @@ use crate::topology::{AlterInSync, Heartbeat, Topology};
 /// topology from its next heartbeat answer anyway.
 const PUSH_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Called with every topology change (the operator records Events).
+pub type ChangeHook = Arc<dyn Fn(&Published) + Send + Sync>;
+
 /// The coordinator and where to push its topologies.
 #[derive(Clone)]
 pub struct CoordinatorServer {
@@ -31,10 +35,14 @@ pub struct CoordinatorServer {
     subscribers: Arc<Vec<String>>,
     pusher: PeerClient,
     metrics: CoordinatorMetrics,
+    store: Arc<str>,
+    on_change: Option<ChangeHook>,
 }
 
+/// The coordinator's metrics, labelled by store and tier; one set serves
+/// every store of a process.
 #[derive(Clone)]
-struct CoordinatorMetrics {
+pub struct CoordinatorMetrics {
     epoch: IntGaugeVec,
     primary: IntGaugeVec,
     failovers: IntCounterVec,
@@ -43,13 +51,13 @@ struct CoordinatorMetrics {
 }
 
 impl CoordinatorMetrics {
-    fn new(metrics: &Metrics) -> Self {
+    pub fn new(metrics: &Metrics) -> Self {
         let epoch = IntGaugeVec::new(
             Opts::new(
                 "bookstore_coordinator_epoch",
                 "The current topology epoch of each tier.",
             ),
-            &["tier"],
+            &["store", "tier"],
         )
         .expect("valid metric");
         let primary = IntGaugeVec::new(
@@ -57,7 +65,7 @@ impl CoordinatorMetrics {
                 "bookstore_coordinator_primary",
                 "The primary ordinal of each tier (-1: none).",
             ),
-            &["tier"],
+            &["store", "tier"],
         )
         .expect("valid metric");
         let failovers = IntCounterVec::new(
@@ -65,7 +73,7 @@ impl CoordinatorMetrics {
                 "bookstore_coordinator_failovers_total",
                 "Primaries replaced because they were lost.",
             ),
-            &["tier"],
+            &["store", "tier"],
         )
         .expect("valid metric");
         let failover_seconds = HistogramVec::new(
@@ -74,7 +82,7 @@ impl CoordinatorMetrics {
                 "From the lost primary's last heartbeat to the new primary's topology.",
             )
             .buckets(vec![0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 7.5, 10.0, 20.0]),
-            &["tier"],
+            &["store", "tier"],
         )
         .expect("valid metric");
         let changes = IntCounterVec::new(
@@ -82,7 +90,7 @@ impl CoordinatorMetrics {
                 "bookstore_coordinator_topology_changes_total",
                 "Topology changes published.",
             ),
-            &["tier"],
+            &["store", "tier"],
         )
         .expect("valid metric");
         metrics.register(Box::new(epoch.clone()));
@@ -102,7 +110,8 @@ impl CoordinatorMetrics {
 
 impl CoordinatorServer {
     /// A coordinator for `tiers` (tier and member count) that also pushes to
-    /// `subscribers` (peer addresses, `host:port`).
+    /// `subscribers` (peer addresses, `host:port`); its metrics go to
+    /// `metrics` under the store name `local`.
     pub fn new(
         config: CoordinatorConfig,
         tiers: &[(Role, usize)],
@@ -110,12 +119,87 @@ impl CoordinatorServer {
         token: PeerToken,
         metrics: &Metrics,
     ) -> Self {
+        let coordinator_metrics = CoordinatorMetrics::new(metrics);
+        Self::for_store(
+            "local",
+            config,
+            tiers,
+            subscribers,
+            token,
+            metrics,
+            coordinator_metrics,
+        )
+    }
+
+    /// A coordinator of the store `store`, with metrics shared by several.
+    pub fn for_store(
+        store: &str,
+        config: CoordinatorConfig,
+        tiers: &[(Role, usize)],
+        subscribers: Vec<String>,
+        token: PeerToken,
+        metrics: &Metrics,
+        coordinator_metrics: CoordinatorMetrics,
+    ) -> Self {
         Self {
             coordinator: Arc::new(Mutex::new(Coordinator::new(config, tiers, Instant::now()))),
             subscribers: Arc::new(subscribers),
             pusher: PeerClient::with_timeout(token, metrics.clone(), PUSH_TIMEOUT),
-            metrics: CoordinatorMetrics::new(metrics),
+            metrics: coordinator_metrics,
+            store: store.into(),
+            on_change: None,
         }
+    }
+
+    /// Calls `hook` with every topology change.
+    pub fn on_change(mut self, hook: ChangeHook) -> Self {
+        self.on_change = Some(hook);
+        self
+    }
+
+    /// Records a member's heartbeat; answers with its tier's topology.
+    pub fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<Topology, ApiError> {
+        let now = Instant::now();
+        let (change, topology) = {
+            let mut coordinator = self.lock();
+            let change = coordinator.heartbeat(heartbeat, now);
+            (change, coordinator.topology(heartbeat.tier, now))
+        };
+        if let Some(change) = change {
+            self.publish(change);
+        }
+        topology.ok_or_else(|| {
+            ApiError::NotFound(format!("{} is not a replicated tier", heartbeat.tier))
+        })
+    }
+
+    /// The primary's request to change the in-sync set.
+    pub fn alter_in_sync(&self, request: &AlterInSync) -> Result<Topology, ApiError> {
+        let result = self.lock().alter_in_sync(request, Instant::now());
+        match result {
+            Ok(change) => {
+                let topology = change.topology.clone();
+                self.publish(change);
+                Ok(topology)
+            }
+            Err(error @ (AlterError::StaleEpoch { .. } | AlterError::NotPrimary(_))) => {
+                Err(ApiError::StaleEpoch(error.to_string()))
+            }
+            Err(error) => Err(ApiError::BadRequest(error.to_string())),
+        }
+    }
+
+    /// Marks a member down now (its pod is gone or not Ready).
+    pub fn mark_down(&self, tier: Role, ordinal: bookstore_core::cluster::Ordinal) {
+        let change = self.lock().mark_down(tier, ordinal, Instant::now());
+        if let Some(change) = change {
+            self.publish(change);
+        }
+    }
+
+    /// The current topology of every tier.
+    pub fn topologies(&self) -> Vec<Topology> {
+        self.lock().topologies(Instant::now())
     }
 
     /// The coordinator's peer routes, guarded by the peer token.
@@ -152,7 +236,9 @@ impl CoordinatorServer {
     fn publish(&self, change: Published) {
         let topology = &change.topology;
         let tier = topology.tier.as_str();
+        let store = &*self.store;
         tracing::info!(
+            store,
             tier,
             epoch = topology.epoch,
             primary = ?topology.primary,
@@ -162,20 +248,26 @@ impl CoordinatorServer {
         );
         self.metrics
             .epoch
-            .with_label_values(&[tier])
+            .with_label_values(&[store, tier])
             .set(topology.epoch as i64);
         self.metrics
             .primary
-            .with_label_values(&[tier])
+            .with_label_values(&[store, tier])
             .set(topology.primary.map_or(-1, i64::from));
-        self.metrics.changes.with_label_values(&[tier]).inc();
+        self.metrics.changes.with_label_values(&[store, tier]).inc();
         if change.failover {
-            self.metrics.failovers.with_label_values(&[tier]).inc();
+            self.metrics
+                .failovers
+                .with_label_values(&[store, tier])
+                .inc();
             let silent_for = self.lock().config().liveness_timeout();
             self.metrics
                 .failover_seconds
-                .with_label_values(&[tier])
+                .with_label_values(&[store, tier])
                 .observe(silent_for.as_secs_f64());
+        }
+        if let Some(hook) = &self.on_change {
+            hook(&change);
         }
         // Members get their own tier's topology; subscribers (the frontend,
         // the order tier as a client of the catalog) get every tier's.
@@ -206,38 +298,16 @@ async fn heartbeat(
     State(server): State<CoordinatorServer>,
     Json(heartbeat): Json<Heartbeat>,
 ) -> Result<Json<Topology>, ApiError> {
-    let now = Instant::now();
-    let (change, topology) = {
-        let mut coordinator = server.lock();
-        let change = coordinator.heartbeat(&heartbeat, now);
-        (change, coordinator.topology(heartbeat.tier, now))
-    };
-    if let Some(change) = change {
-        server.publish(change);
-    }
-    topology
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("{} is not a replicated tier", heartbeat.tier)))
+    server.heartbeat(&heartbeat).map(Json)
 }
 
 async fn alter_in_sync(
     State(server): State<CoordinatorServer>,
     Json(request): Json<AlterInSync>,
 ) -> Result<Json<Topology>, ApiError> {
-    let result = server.lock().alter_in_sync(&request, Instant::now());
-    match result {
-        Ok(change) => {
-            let topology = change.topology.clone();
-            server.publish(change);
-            Ok(Json(topology))
-        }
-        Err(error @ (AlterError::StaleEpoch { .. } | AlterError::NotPrimary(_))) => {
-            Err(ApiError::StaleEpoch(error.to_string()))
-        }
-        Err(error) => Err(ApiError::BadRequest(error.to_string())),
-    }
+    server.alter_in_sync(&request).map(Json)
 }
 
 async fn topologies(State(server): State<CoordinatorServer>) -> Json<Vec<Topology>> {
-    Json(server.lock().topologies(Instant::now()))
+    Json(server.topologies())
 }
