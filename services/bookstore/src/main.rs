@@ -3,10 +3,11 @@
 //! - `bookstore up`: the whole store on this machine, as child processes.
 //! - `bookstore status`: one JSON line per member.
 //! - `bookstore client`: the original's test cases 1-4 against a frontend.
+//! - `bookstore bench`: the load generator and the per-tier latency tables.
 //! - `bookstore frontend|catalog|order|cache`: run one service (what `up`
 //!   and the Kubernetes pods run).
 
-use bookstore::{client, roles, status, up};
+use bookstore::{bench, client, roles, status, up};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -26,6 +27,9 @@ enum Command {
     Status(status::StatusArgs),
     /// Run the original's test cases 1-4 against a frontend.
     Client(client::ClientArgs),
+    /// Measure throughput and latency of search, lookup and buy at several
+    /// client counts, with the per-tier breakdown from the services' metrics.
+    Bench(bench::BenchArgs),
     /// Run the frontend service.
     Frontend(roles::RoleArgs),
     /// Run a catalog replica.
@@ -39,6 +43,11 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     bookstore_core::telemetry::init();
     let cli = Cli::parse();
+    let cli = match cli.command {
+        // The load generator builds its own (smaller) runtime.
+        Command::Bench(args) => return bench::main(args),
+        command => Cli { command },
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -47,6 +56,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Client(args) => client::run(args).await,
+            Command::Bench(_) => anyhow::bail!("bench runs on its own runtime"),
             Command::Frontend(args) => {
                 roles::run(bookstore_core::cluster::Role::Frontend, args).await
             }
