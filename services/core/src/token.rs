@@ -97,7 +97,7 @@ impl PeerToken {
 
     /// Compares in time independent of where the first difference is, so the
     /// token cannot be guessed byte by byte from response times.
-    fn matches(&self, offered: &[u8]) -> bool {
+    pub fn matches(&self, offered: &[u8]) -> bool {
         let expected = self.0.as_bytes();
         expected.len() == offered.len()
             && expected

@@ -1,0 +1,518 @@
+//! The reconcile loop: a pipeline of read → validate → build → apply →
+//! coordinate → status. Only this module talks to the API server; the
+//! decisions are the pure functions of `validate`, `resources` and `status`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bookstore_core::cluster::Role;
+use bookstore_core::inventory;
+use bookstore_core::token::PeerToken;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+use tracing::Instrument as _;
+
+use crate::coordination::{Coordination, StoreKey, coordinator_url};
+use crate::crd::{BookStore, BookStoreStatus};
+use crate::metrics::OperatorMetrics;
+use crate::names::{FIELD_MANAGER, PRIMARY, REPLICA, ROLE_LABEL, StoreNames};
+use crate::resources::{self, Inputs, owner_reference, store_names};
+use crate::status::{self, Observed};
+use crate::validate;
+
+/// How often a healthy store is looked at again: the coordinator changes
+/// topologies between reconciles, and labels and status follow within this.
+const RESYNC_PERIOD: Duration = Duration::from_secs(2);
+/// How long to wait before retrying after an error.
+const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// How long to wait before looking at an invalid spec again.
+const INVALID_REQUEUE: Duration = Duration::from_secs(60);
+/// How often coordinators of deleted stores are stopped.
+const SWEEP_PERIOD: Duration = Duration::from_secs(15);
+
+/// Why a reconcile failed. Each error knows its metric label.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the peer token Secret {0} has no usable token")]
+    BadTokenSecret(String),
+}
+
+impl Error {
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube_api",
+            Error::BadTokenSecret(_) => "token_secret",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub coordination: Arc<Coordination>,
+    pub metrics: OperatorMetrics,
+    pub recorder: Recorder,
+    /// The operator's coordinator base URL, as the store's pods reach it.
+    pub operator_url: String,
+}
+
+/// Runs the controller until `shutdown` resolves.
+pub async fn run(
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let client = context.client.clone();
+    let managed =
+        watcher::Config::default().labels("app.kubernetes.io/managed-by=bookstore-operator");
+    tokio::spawn(sweep_deleted_stores(context.clone()));
+    Controller::new(
+        Api::<BookStore>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
+    .owns(Api::<Deployment>::all(client.clone()), managed.clone())
+    .owns(Api::<Service>::all(client.clone()), managed.clone())
+    .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
+    .watches(Api::<Pod>::all(client), managed, |pod| {
+        let store = pod.labels().get("app.kubernetes.io/instance")?.clone();
+        Some(ObjectRef::<BookStore>::new(&store).within(&pod.namespace()?))
+    })
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile, error_policy, context)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "reconcile did not complete");
+        }
+    })
+    .await;
+}
+
+/// Sets up the span and the timer, then runs the pipeline.
+async fn reconcile(store: Arc<BookStore>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let names = store_names(&store);
+    let span = tracing::info_span!("reconcile", store = %names.name, namespace = %names.namespace);
+    let result = Reconciler {
+        store: &store,
+        names: &names,
+        context: &context,
+    }
+    .run()
+    .instrument(span)
+    .await;
+    context
+        .metrics
+        .duration
+        .observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    context
+        .metrics
+        .reconciles
+        .with_label_values(&[outcome])
+        .inc();
+    result
+}
+
+fn error_policy(store: Arc<BookStore>, error: &Error, context: Arc<Context>) -> Action {
+    tracing::warn!(store = %store.name_any(), %error, "reconcile failed");
+    context
+        .metrics
+        .errors
+        .with_label_values(&[error.metric_label()])
+        .inc();
+    Action::requeue(ERROR_REQUEUE)
+}
+
+struct Reconciler<'a> {
+    store: &'a BookStore,
+    names: &'a StoreNames,
+    context: &'a Context,
+}
+
+impl Reconciler<'_> {
+    async fn run(&self) -> Result<Action, Error> {
+        // 1. Validate: a bad spec is reported, never applied, never fatal.
+        let mut problems = validate::problems(&self.store.spec);
+        let inventory = if problems.is_empty() {
+            match self.inventory().await? {
+                Ok(text) => Some(text),
+                Err(problem) => {
+                    problems.push(problem);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let Some(inventory) = inventory.filter(|_| problems.is_empty()) else {
+            self.report_invalid(problems).await?;
+            return Ok(Action::requeue(INVALID_REQUEUE));
+        };
+        // 2. Build and apply the desired objects.
+        let token = self.ensure_token().await?;
+        let inputs = Inputs {
+            inventory,
+            coordinator_url: coordinator_url(&self.context.operator_url, self.names),
+        };
+        self.apply_all(&resources::desired(self.store, &inputs))
+            .await?;
+        // 3. Coordinate: pods' readiness in, primaries' labels out.
+        self.context.coordination.ensure(self.store, token);
+        let observed = self.observe().await?;
+        self.label_pods(&observed).await?;
+        // 4. Report.
+        self.write_status(&observed).await?;
+        Ok(Action::requeue(RESYNC_PERIOD))
+    }
+
+    fn key(&self) -> StoreKey {
+        (self.names.namespace.clone(), self.names.name.clone())
+    }
+
+    /// The inventory text, or a problem to report.
+    async fn inventory(&self) -> Result<Result<String, String>, Error> {
+        let Some(spec) = &self.store.spec.inventory else {
+            return Ok(Ok(include_str!("../../config/inventory.txt").to_owned()));
+        };
+        if let Some(lines) = &spec.lines {
+            return Ok(Ok(lines.clone()));
+        }
+        let Some(reference) = &spec.config_map else {
+            return Ok(Err("inventory needs lines or configMap".to_owned()));
+        };
+        let api = Api::<ConfigMap>::namespaced(self.context.client.clone(), &self.names.namespace);
+        let Some(config_map) = api.get_opt(&reference.name).await? else {
+            return Ok(Err(format!(
+                "inventory ConfigMap {} does not exist",
+                reference.name
+            )));
+        };
+        let text = config_map
+            .data
+            .as_ref()
+            .and_then(|d| d.get(&reference.key))
+            .cloned();
+        Ok(match text {
+            None => Err(format!(
+                "ConfigMap {} has no key {}",
+                reference.name, reference.key
+            )),
+            Some(text) => inventory::parse(&text)
+                .map(|_| text.clone())
+                .map_err(|error| format!("inventory ConfigMap {}: {error}", reference.name)),
+        })
+    }
+
+    /// The store's peer token: read from its Secret, or generated once.
+    async fn ensure_token(&self) -> Result<PeerToken, Error> {
+        let name = self.names.token_secret();
+        let api = Api::<Secret>::namespaced(self.context.client.clone(), &self.names.namespace);
+        if let Some(secret) = api.get_opt(&name).await? {
+            let token = secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(resources_token_key()))
+                .and_then(|bytes| std::str::from_utf8(&bytes.0).ok())
+                .map(PeerToken::new)
+                .filter(|t| !t.as_str().is_empty());
+            return token.ok_or(Error::BadTokenSecret(name));
+        }
+        let token = PeerToken::generate();
+        let metadata = ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(self.names.namespace.clone()),
+            labels: Some(self.names.labels()),
+            owner_references: Some(vec![owner_reference(self.store)]),
+            ..Default::default()
+        };
+        api.create(
+            &PostParams::default(),
+            &resources::token_secret(metadata, token.as_str()),
+        )
+        .await?;
+        tracing::info!(secret = %name, "generated the store's peer token");
+        Ok(token)
+    }
+
+    async fn apply_all(&self, objects: &resources::DesiredObjects) -> Result<(), Error> {
+        for object in &objects.config_maps {
+            self.apply(object).await?;
+        }
+        for object in &objects.services {
+            self.apply(object).await?;
+        }
+        for object in &objects.stateful_sets {
+            self.apply(object).await?;
+        }
+        for object in &objects.deployments {
+            self.apply(object).await?;
+        }
+        for object in &objects.disruption_budgets {
+            self.apply::<PodDisruptionBudget>(object).await?;
+        }
+        Ok(())
+    }
+
+    /// Server-side apply under the operator's one field manager.
+    async fn apply<K>(&self, object: &K) -> Result<(), Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + Serialize
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api = Api::<K>::namespaced(self.context.client.clone(), &self.names.namespace);
+        let name = object.meta().name.clone().unwrap_or_default();
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(object)).await?;
+        Ok(())
+    }
+
+    /// Reads pods and Deployments, feeds pod readiness to the coordinator.
+    async fn observe(&self) -> Result<Observed, Error> {
+        let pods = Api::<Pod>::namespaced(self.context.client.clone(), &self.names.namespace);
+        let selector = format!("app.kubernetes.io/instance={}", self.names.name);
+        let pods = pods
+            .list(&ListParams::default().labels(&selector))
+            .await?
+            .items;
+        let key = self.key();
+        let spec = &self.store.spec;
+        let ready_catalog = ready_ordinals(&pods, self.names, Role::Catalog);
+        let ready_order = ready_ordinals(&pods, self.names, Role::Order);
+        let coordination = &self.context.coordination;
+        coordination.observe_pods(&key, Role::Catalog, spec.replicas.catalog, &ready_catalog);
+        coordination.observe_pods(&key, Role::Order, spec.replicas.order, &ready_order);
+        Ok(Observed {
+            generation: self.store.metadata.generation,
+            catalog: coordination.topology(&key, Role::Catalog),
+            order: coordination.topology(&key, Role::Order),
+            ready_catalog_pods: ready_catalog,
+            ready_order_pods: ready_order,
+            frontend_ready: self.deployment_ready(Role::Frontend).await?,
+            cache_ready: self.deployment_ready(Role::Cache).await?,
+            last_failover_time: coordination.last_failover(&key),
+            spec_problems: Vec::new(),
+        })
+    }
+
+    async fn deployment_ready(&self, role: Role) -> Result<i32, Error> {
+        let api = Api::<Deployment>::namespaced(self.context.client.clone(), &self.names.namespace);
+        let deployment = api.get_opt(&self.names.tier(role)).await?;
+        Ok(deployment
+            .and_then(|d| d.status)
+            .and_then(|s| s.ready_replicas)
+            .unwrap_or(0))
+    }
+
+    /// Labels each replicated pod `primary` or `replica` as the coordinator
+    /// decided, so the primary Services select the right pod.
+    async fn label_pods(&self, observed: &Observed) -> Result<(), Error> {
+        let api = Api::<Pod>::namespaced(self.context.client.clone(), &self.names.namespace);
+        for (role, topology) in [
+            (Role::Catalog, &observed.catalog),
+            (Role::Order, &observed.order),
+        ] {
+            let desired = match role {
+                Role::Catalog => self.store.spec.replicas.catalog,
+                _ => self.store.spec.replicas.order,
+            };
+            let primary = topology.as_ref().and_then(|t| t.primary);
+            for ordinal in 0..desired.max(0) as u32 {
+                let name = self.names.pod(role, ordinal);
+                let Some(pod) = api.get_opt(&name).await? else {
+                    continue;
+                };
+                let wanted = if primary == Some(ordinal) {
+                    PRIMARY
+                } else {
+                    REPLICA
+                };
+                if pod.labels().get(ROLE_LABEL).map(String::as_str) != Some(wanted) {
+                    let patch = json!({"metadata": {"labels": {ROLE_LABEL: wanted}}});
+                    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                        .await?;
+                    tracing::info!(pod = %name, role = wanted, "labelled");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_status(&self, observed: &Observed) -> Result<(), Error> {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let status = status::compute(
+            self.names,
+            &self.store.spec,
+            observed,
+            self.store.status.as_ref(),
+            now,
+        );
+        self.patch_status(&status).await
+    }
+
+    async fn patch_status(&self, status: &BookStoreStatus) -> Result<(), Error> {
+        if self.store.status.as_ref() == Some(status) {
+            return Ok(());
+        }
+        let api = Api::<BookStore>::namespaced(self.context.client.clone(), &self.names.namespace);
+        let patch = json!({"status": status});
+        api.patch_status(
+            &self.names.name,
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Reports a malformed resource in its status and as an Event.
+    async fn report_invalid(&self, problems: Vec<String>) -> Result<(), Error> {
+        let observed = Observed {
+            generation: self.store.metadata.generation,
+            spec_problems: problems,
+            ..Default::default()
+        };
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let status = status::compute(
+            self.names,
+            &self.store.spec,
+            &observed,
+            self.store.status.as_ref(),
+            now,
+        );
+        let already_reported =
+            self.store.status.as_ref().and_then(|s| s.phase.clone()) == status.phase;
+        if !already_reported {
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "InvalidSpec".to_owned(),
+                note: status.phase.clone(),
+                action: "Validate".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = self
+                .context
+                .recorder
+                .publish(&event, &self.store.object_ref(&()))
+                .await
+            {
+                tracing::warn!(%error, "cannot publish an Event");
+            }
+        }
+        tracing::warn!(phase = ?status.phase, "invalid BookStore");
+        self.patch_status(&status).await
+    }
+}
+
+fn resources_token_key() -> &'static str {
+    "peer-token"
+}
+
+/// Ordinals of the tier's pods that are Ready and not being deleted.
+fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
+    let prefix = format!("{}-", names.tier(role));
+    pods.iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && is_ready(pod))
+        .filter_map(|pod| {
+            pod.metadata
+                .name
+                .as_deref()?
+                .strip_prefix(&prefix)?
+                .parse()
+                .ok()
+        })
+        .collect()
+}
+
+fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// Stops the coordinators of stores that no longer exist.
+async fn sweep_deleted_stores(context: Arc<Context>) {
+    let api = Api::<BookStore>::all(context.client.clone());
+    loop {
+        tokio::time::sleep(SWEEP_PERIOD).await;
+        let Ok(list) = api.list(&ListParams::default()).await else {
+            continue;
+        };
+        let alive: Vec<StoreKey> = list
+            .items
+            .iter()
+            .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
+            .collect();
+        for key in context.coordination.keys() {
+            if !alive.contains(&key) {
+                context.coordination.forget(&key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+
+    fn pod(name: &str, ready: bool) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.to_owned()),
+                ..Default::default()
+            },
+            status: Some(PodStatus {
+                conditions: Some(vec![PodCondition {
+                    type_: "Ready".to_owned(),
+                    status: if ready { "True" } else { "False" }.to_owned(),
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_ready_pods_of_the_tier_count() {
+        let names = StoreNames::new("shop", "books");
+        let pods = vec![
+            pod("shop-catalog-0", true),
+            pod("shop-catalog-1", false),
+            pod("shop-catalog-10", true),
+            pod("shop-order-0", true),
+        ];
+        assert_eq!(ready_ordinals(&pods, &names, Role::Catalog), vec![0, 10]);
+        assert_eq!(ready_ordinals(&pods, &names, Role::Order), vec![0]);
+    }
+
+    #[test]
+    fn errors_know_their_metric_label() {
+        assert_eq!(
+            Error::BadTokenSecret("s".into()).metric_label(),
+            "token_secret"
+        );
+    }
+}

@@ -1,0 +1,355 @@
+//! One coordinator per store, inside the operator.
+//!
+//! The store's members heartbeat to the operator (as they heartbeat to
+//! `bookstore up` locally) at `/stores/{namespace}/{name}/coordinator/...`,
+//! and the primary asks it to change the in-sync set there. The operator
+//! adds what only Kubernetes knows: a member whose pod is gone or not Ready
+//! is marked down at once, without waiting for missed heartbeats. Every
+//! topology change becomes a Kubernetes Event on the BookStore.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bookstore_core::ApiError;
+use bookstore_core::cluster::Role;
+use bookstore_core::metrics::Metrics;
+use bookstore_core::token::{PeerToken, TOKEN_HEADER};
+use bookstore_replication::coordinator::{CoordinatorConfig, DEFAULT_BOOTSTRAP_WAIT, Published};
+use bookstore_replication::coordinator_server::{CoordinatorMetrics, CoordinatorServer};
+use bookstore_replication::topology::{AlterInSync, Heartbeat, Topology};
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Resource;
+use kube::runtime::events::{Event, EventType, Recorder};
+
+use crate::crd::BookStore;
+use crate::names::{PEER_PORT, StoreNames};
+use crate::resources::store_names;
+
+/// A store, by namespace and name.
+pub type StoreKey = (String, String);
+
+struct StoreCoordinator {
+    server: CoordinatorServer,
+    token: PeerToken,
+    ticks: tokio::task::AbortHandle,
+    last_failover: Arc<Mutex<Option<Time>>>,
+}
+
+impl Drop for StoreCoordinator {
+    fn drop(&mut self) {
+        self.ticks.abort();
+    }
+}
+
+/// The coordinators of every store this operator manages.
+pub struct Coordination {
+    stores: Mutex<HashMap<StoreKey, StoreCoordinator>>,
+    metrics: Metrics,
+    coordinator_metrics: CoordinatorMetrics,
+    recorder: Option<Recorder>,
+}
+
+impl Coordination {
+    /// `recorder` publishes Events; `None` in tests without an API server.
+    pub fn new(metrics: Metrics, recorder: Option<Recorder>) -> Arc<Self> {
+        let coordinator_metrics = CoordinatorMetrics::new(&metrics);
+        Arc::new(Self {
+            stores: Mutex::new(HashMap::new()),
+            metrics,
+            coordinator_metrics,
+            recorder,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<StoreKey, StoreCoordinator>> {
+        self.stores.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The coordinator of `store`, started on first use.
+    pub fn ensure(&self, store: &BookStore, token: PeerToken) -> CoordinatorServer {
+        let names = store_names(store);
+        let key = (names.namespace.clone(), names.name.clone());
+        let mut stores = self.lock();
+        if let Some(existing) = stores.get(&key).filter(|s| s.token == token) {
+            return existing.server.clone();
+        }
+        let spec = &store.spec;
+        let config = CoordinatorConfig {
+            heartbeat_interval: Duration::from_millis(spec.heartbeat.interval_ms),
+            miss_threshold: spec.heartbeat.failure_threshold,
+            bootstrap_wait: DEFAULT_BOOTSTRAP_WAIT,
+        };
+        let tiers = [
+            (Role::Catalog, spec.replicas.catalog.max(0) as usize),
+            (Role::Order, spec.replicas.order.max(0) as usize),
+        ];
+        // Order members call the catalog: they get every topology pushed.
+        let subscribers = (0..spec.replicas.order.max(0) as u32)
+            .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
+            .collect();
+        let last_failover = Arc::new(Mutex::new(None));
+        let hook = self.change_hook(store.object_ref(&()), last_failover.clone());
+        let server = CoordinatorServer::for_store(
+            &format!("{}/{}", names.namespace, names.name),
+            config,
+            &tiers,
+            subscribers,
+            token.clone(),
+            &self.metrics,
+            self.coordinator_metrics.clone(),
+        )
+        .on_change(hook);
+        let ticks = tokio::spawn(server.clone().run_ticks()).abort_handle();
+        tracing::info!(store = %names.name, namespace = %names.namespace, "coordinator started");
+        stores.insert(
+            key,
+            StoreCoordinator {
+                server: server.clone(),
+                token,
+                ticks,
+                last_failover,
+            },
+        );
+        server
+    }
+
+    /// Stops the coordinator of a deleted store.
+    pub fn forget(&self, key: &StoreKey) {
+        if self.lock().remove(key).is_some() {
+            tracing::info!(namespace = %key.0, store = %key.1, "coordinator stopped");
+        }
+    }
+
+    /// The stores that have a coordinator.
+    pub fn keys(&self) -> Vec<StoreKey> {
+        self.lock().keys().cloned().collect()
+    }
+
+    pub fn topology(&self, key: &StoreKey, tier: Role) -> Option<Topology> {
+        let server = self.lock().get(key)?.server.clone();
+        server.topologies().into_iter().find(|t| t.tier == tier)
+    }
+
+    pub fn last_failover(&self, key: &StoreKey) -> Option<Time> {
+        let last_failover = self.lock().get(key)?.last_failover.clone();
+        let time = last_failover.lock().unwrap_or_else(|p| p.into_inner());
+        time.clone()
+    }
+
+    /// Members of `tier` whose pod is missing or not Ready are down now.
+    pub fn observe_pods(&self, key: &StoreKey, tier: Role, desired: i32, ready: &[u32]) {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return;
+        };
+        for ordinal in (0..desired.max(0) as u32).filter(|o| !ready.contains(o)) {
+            server.mark_down(tier, ordinal);
+        }
+    }
+
+    /// Turns topology changes into Events (failover, handover, resync).
+    fn change_hook(
+        &self,
+        reference: ObjectReference,
+        last_failover: Arc<Mutex<Option<Time>>>,
+    ) -> bookstore_replication::coordinator_server::ChangeHook {
+        let recorder = self.recorder.clone();
+        Arc::new(move |change: &Published| {
+            if change.failover {
+                *last_failover.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(Time(k8s_openapi::jiff::Timestamp::now()));
+            }
+            let Some(recorder) = recorder.clone() else {
+                return;
+            };
+            let event = event_for(change);
+            let reference = reference.clone();
+            tokio::spawn(async move {
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    tracing::warn!(%error, "cannot publish an Event");
+                }
+            });
+        })
+    }
+
+    /// The coordinator API of every store, on the operator's coordinator port.
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
+            .route(
+                "/stores/{namespace}/{name}/coordinator/heartbeat",
+                post(heartbeat),
+            )
+            .route(
+                "/stores/{namespace}/{name}/coordinator/in-sync",
+                post(alter_in_sync),
+            )
+            .route(
+                "/stores/{namespace}/{name}/coordinator/topology",
+                get(topologies),
+            )
+            .with_state(self.clone())
+    }
+
+    /// The coordinator of a store, if the caller holds the store's token.
+    fn authorized(
+        &self,
+        key: StoreKey,
+        headers: &HeaderMap,
+    ) -> Result<CoordinatorServer, ApiError> {
+        let stores = self.lock();
+        let store = stores
+            .get(&key)
+            .ok_or_else(|| ApiError::NotFound(format!("no store {}/{}", key.0, key.1)))?;
+        let offered = headers
+            .get(TOKEN_HEADER)
+            .map(|v| v.as_bytes())
+            .unwrap_or_default();
+        if !store.token.matches(offered) {
+            return Err(ApiError::Unauthorized(
+                "wrong or missing peer token".to_owned(),
+            ));
+        }
+        Ok(store.server.clone())
+    }
+}
+
+/// The Event that tells a person what a topology change was.
+pub fn event_for(change: &Published) -> Event {
+    let topology = &change.topology;
+    let (reason, action, type_) = match (change.failover, change.previous_primary) {
+        (true, _) => ("Failover", "FailOver", EventType::Warning),
+        (false, Some(_)) => ("Handover", "HandOver", EventType::Normal),
+        _ if change.reason.contains("added [") && !change.reason.contains("added []") => {
+            ("Resynced", "Admit", EventType::Normal)
+        }
+        _ => ("TopologyChanged", "Publish", EventType::Normal),
+    };
+    Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(format!(
+            "{} epoch {}: {} (primary {})",
+            topology.tier,
+            topology.epoch,
+            change.reason,
+            topology
+                .primary
+                .map_or("none".to_owned(), |p| p.to_string())
+        )),
+        action: action.to_owned(),
+        secondary: None,
+    }
+}
+
+async fn heartbeat(
+    State(coordination): State<Arc<Coordination>>,
+    Path(key): Path<StoreKey>,
+    headers: HeaderMap,
+    Json(heartbeat): Json<Heartbeat>,
+) -> Result<Json<Topology>, ApiError> {
+    coordination
+        .authorized(key, &headers)?
+        .heartbeat(&heartbeat)
+        .map(Json)
+}
+
+async fn alter_in_sync(
+    State(coordination): State<Arc<Coordination>>,
+    Path(key): Path<StoreKey>,
+    headers: HeaderMap,
+    Json(request): Json<AlterInSync>,
+) -> Result<Json<Topology>, ApiError> {
+    coordination
+        .authorized(key, &headers)?
+        .alter_in_sync(&request)
+        .map(Json)
+}
+
+async fn topologies(
+    State(coordination): State<Arc<Coordination>>,
+    Path(key): Path<StoreKey>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Topology>>, ApiError> {
+    Ok(Json(coordination.authorized(key, &headers)?.topologies()))
+}
+
+/// The URL the members of `names` reach their coordinator at.
+pub fn coordinator_url(operator_base_url: &str, names: &StoreNames) -> String {
+    format!(
+        "{}/stores/{}/{}",
+        operator_base_url.trim_end_matches('/'),
+        names.namespace,
+        names.name
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bookstore_replication::topology::TopologyMember;
+
+    fn published(failover: bool, previous: Option<u32>, reason: &str) -> Published {
+        Published {
+            topology: Topology {
+                tier: Role::Catalog,
+                epoch: 7,
+                primary: Some(1),
+                members: vec![TopologyMember {
+                    ordinal: 1,
+                    incarnation: 1,
+                    peer: String::new(),
+                    public: String::new(),
+                    live: true,
+                    in_sync: true,
+                }],
+            },
+            reason: reason.to_owned(),
+            failover,
+            previous_primary: previous,
+        }
+    }
+
+    #[test]
+    fn events_name_the_kind_of_change() {
+        let failover = event_for(&published(
+            true,
+            Some(0),
+            "catalog primary moved from 0 to 1",
+        ));
+        assert_eq!(failover.reason, "Failover");
+        assert!(matches!(failover.type_, EventType::Warning));
+        assert!(
+            failover
+                .note
+                .as_deref()
+                .unwrap_or_default()
+                .contains("epoch 7")
+        );
+        assert_eq!(
+            event_for(&published(false, Some(1), "moved")).reason,
+            "Handover"
+        );
+        assert_eq!(
+            event_for(&published(false, None, "added [catalog-0], dropped []")).reason,
+            "Resynced"
+        );
+        assert_eq!(
+            event_for(&published(false, None, "added [], dropped [catalog-0]")).reason,
+            "TopologyChanged"
+        );
+    }
+
+    #[test]
+    fn members_reach_their_store_under_its_path() {
+        let names = StoreNames::new("shop", "books");
+        assert_eq!(
+            coordinator_url("http://bookstore-operator.ops.svc:9100/", &names),
+            "http://bookstore-operator.ops.svc:9100/stores/books/shop"
+        );
+    }
+}

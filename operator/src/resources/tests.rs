@@ -1,0 +1,148 @@
+//! The builders, checked on a sample store.
+
+use super::*;
+use crate::crd::{BookStoreSpec, Replicas};
+use crate::names::{PRIMARY, ROLE_LABEL};
+
+fn sample(spec: BookStoreSpec) -> BookStore {
+    let mut store = BookStore::new("shop", spec);
+    store.metadata.namespace = Some("books".into());
+    store.metadata.uid = Some("uid-1".into());
+    store
+}
+
+fn inputs() -> Inputs {
+    Inputs {
+        inventory: "init,1,3,10,t,a\n".into(),
+        coordinator_url: "http://bookstore-operator.ops.svc:9100/stores/books/shop".into(),
+    }
+}
+
+#[test]
+fn a_default_store_has_every_object_owned_by_it() {
+    let objects = desired(&sample(BookStoreSpec::default()), &inputs());
+    assert_eq!(objects.stateful_sets.len(), 2);
+    assert_eq!(objects.deployments.len(), 2);
+    assert_eq!(objects.services.len(), 6);
+    assert_eq!(objects.disruption_budgets.len(), 2);
+    assert_eq!(objects.config_maps.len(), 1);
+    let owners = objects
+        .stateful_sets
+        .iter()
+        .map(|s| &s.metadata)
+        .chain(objects.services.iter().map(|s| &s.metadata))
+        .chain(objects.deployments.iter().map(|d| &d.metadata));
+    for meta in owners {
+        let owner = &meta.owner_references.as_ref().expect("owner")[0];
+        assert_eq!(owner.kind, "BookStore");
+        assert_eq!(owner.uid, "uid-1");
+        assert_eq!(owner.controller, Some(true));
+    }
+}
+
+#[test]
+fn replicated_tiers_are_statefulsets_with_volumes_and_hostname_ordinals() {
+    let spec = BookStoreSpec {
+        replicas: Replicas {
+            catalog: 3,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let objects = desired(&sample(spec), &inputs());
+    let catalog = objects
+        .stateful_sets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("shop-catalog"))
+        .expect("catalog");
+    let spec = catalog.spec.as_ref().expect("spec");
+    assert_eq!(spec.replicas, Some(3));
+    assert_eq!(spec.service_name.as_deref(), Some("shop-catalog"));
+    let claims = spec.volume_claim_templates.as_ref().expect("claims");
+    assert_eq!(claims[0].metadata.name.as_deref(), Some("data"));
+    let container = &spec.template.spec.as_ref().expect("pod").containers[0];
+    let args = container.args.as_ref().expect("args");
+    assert_eq!(args[0], "catalog");
+    assert!(args.contains(&"--ordinal-from-hostname".to_owned()));
+    let security = container.security_context.as_ref().expect("security");
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+}
+
+#[test]
+fn the_primary_service_selects_the_pod_labelled_primary() {
+    let objects = desired(&sample(BookStoreSpec::default()), &inputs());
+    let primary = objects
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("shop-order-primary"))
+        .expect("primary service");
+    let selector = primary
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .expect("selector");
+    assert_eq!(selector[ROLE_LABEL], PRIMARY);
+    assert_eq!(selector["app.kubernetes.io/component"], "order");
+}
+
+#[test]
+fn the_public_frontend_service_does_not_expose_the_peer_port() {
+    let objects = desired(&sample(BookStoreSpec::default()), &inputs());
+    let frontend = objects
+        .services
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("shop-frontend"))
+        .expect("frontend service");
+    let ports = frontend
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .expect("ports");
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].port, crate::names::PUBLIC_PORT);
+}
+
+#[test]
+fn the_cluster_file_lists_every_member_by_dns_name_and_parses() {
+    let file = cluster_file(
+        &crate::names::StoreNames::new("shop", "books"),
+        &BookStoreSpec::default(),
+        &inputs().coordinator_url,
+    );
+    let cluster =
+        bookstore_core::cluster::ClusterConfig::parse(&file).expect("a valid cluster file");
+    let catalog1 = cluster.member(Role::Catalog, 1).expect("catalog-1");
+    assert_eq!(catalog1.peer, "shop-catalog-1.shop-catalog.books.svc:9000");
+    assert_eq!(
+        cluster.first(Role::Coordinator).expect("coordinator").peer,
+        "bookstore-operator.ops.svc:9100"
+    );
+}
+
+#[test]
+fn a_changed_inventory_rolls_the_pods() {
+    let store = sample(BookStoreSpec::default());
+    let hash = |inventory: &str| {
+        let objects = desired(
+            &store,
+            &Inputs {
+                inventory: inventory.into(),
+                ..inputs()
+            },
+        );
+        objects.deployments[0]
+            .spec
+            .as_ref()
+            .expect("spec")
+            .template
+            .metadata
+            .as_ref()
+            .expect("meta")
+            .annotations
+            .as_ref()
+            .expect("annotations")["mybookstore.dev/config-hash"]
+            .clone()
+    };
+    assert_ne!(hash("init,1,3,10,t,a\n"), hash("init,1,4,10,t,a\n"));
+}

@@ -1,0 +1,278 @@
+//! The store's workloads: a StatefulSet per replicated tier (stable
+//! ordinals, one volume each) and a Deployment for the frontend and cache.
+//! Every container runs the same `bookstore` image with its role as the
+//! first argument, non-root, with a read-only root filesystem.
+
+use std::collections::BTreeMap;
+
+use bookstore_core::cluster::Role;
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+use super::Inputs;
+use super::config::{CLUSTER_KEY, INVENTORY_KEY};
+use crate::crd::BookStoreSpec;
+use crate::names::{PEER_PORT, PUBLIC_PORT, StoreNames};
+
+/// The unprivileged user every container runs as.
+const RUN_AS_USER: i64 = 65532;
+const CONFIG_DIR: &str = "/etc/bookstore";
+const TOKEN_DIR: &str = "/var/run/bookstore";
+const DATA_DIR: &str = "/data";
+
+pub fn stateful_set(
+    names: &StoreNames,
+    spec: &BookStoreSpec,
+    inputs: &Inputs,
+    role: Role,
+    metadata: ObjectMeta,
+) -> StatefulSet {
+    let replicas = match role {
+        Role::Catalog => spec.replicas.catalog,
+        _ => spec.replicas.order,
+    };
+    let claim = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".to_owned()),
+            ..Default::default()
+        },
+        spec: Some(PersistentVolumeClaimSpec {
+            access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
+            storage_class_name: spec.storage.storage_class_name.clone(),
+            resources: Some(VolumeResourceRequirements {
+                requests: Some(BTreeMap::from([(
+                    "storage".to_owned(),
+                    Quantity(spec.storage.size.clone()),
+                )])),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    StatefulSet {
+        metadata,
+        spec: Some(StatefulSetSpec {
+            replicas: Some(replicas),
+            service_name: Some(names.tier(role)),
+            // Members start together: each waits for its own resync anyway.
+            pod_management_policy: Some("Parallel".to_owned()),
+            selector: LabelSelector {
+                match_labels: Some(names.selector(role)),
+                ..Default::default()
+            },
+            template: pod_template(names, spec, inputs, role),
+            volume_claim_templates: Some(vec![claim]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn deployment(
+    names: &StoreNames,
+    spec: &BookStoreSpec,
+    inputs: &Inputs,
+    role: Role,
+    metadata: ObjectMeta,
+) -> Deployment {
+    let replicas = match role {
+        Role::Frontend => spec.replicas.frontend,
+        _ => spec.replicas.cache,
+    };
+    Deployment {
+        metadata,
+        spec: Some(DeploymentSpec {
+            replicas: Some(replicas),
+            selector: LabelSelector {
+                match_labels: Some(names.selector(role)),
+                ..Default::default()
+            },
+            template: pod_template(names, spec, inputs, role),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn pod_template(
+    names: &StoreNames,
+    spec: &BookStoreSpec,
+    inputs: &Inputs,
+    role: Role,
+) -> PodTemplateSpec {
+    let mut annotations = BTreeMap::new();
+    if spec.metrics.annotate_pods {
+        annotations.insert("prometheus.io/scrape".to_owned(), "true".to_owned());
+        annotations.insert("prometheus.io/port".to_owned(), PUBLIC_PORT.to_string());
+        annotations.insert("prometheus.io/path".to_owned(), "/metrics".to_owned());
+    }
+    // A changed inventory or cluster file must reach running pods: a hash of
+    // it in the template rolls them.
+    annotations.insert(
+        "mybookstore.dev/config-hash".to_owned(),
+        config_hash(inputs),
+    );
+    let data_volume = if role.is_replicated() {
+        None
+    } else {
+        Some(Volume {
+            name: "data".to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        })
+    };
+    let volumes = [
+        Some(Volume {
+            name: "config".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: names.config_map(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        Some(Volume {
+            name: "token".to_owned(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(names.token_secret()),
+                default_mode: Some(0o440),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        data_volume,
+    ];
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(names.tier_labels(role)),
+            annotations: Some(annotations),
+            ..Default::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container(spec, inputs, role)],
+            volumes: Some(volumes.into_iter().flatten().collect()),
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(RUN_AS_USER),
+                run_as_group: Some(RUN_AS_USER),
+                fs_group: Some(RUN_AS_USER),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            termination_grace_period_seconds: Some(10),
+            ..Default::default()
+        }),
+    }
+}
+
+fn container(spec: &BookStoreSpec, inputs: &Inputs, role: Role) -> Container {
+    let mut args = vec![
+        role.to_string(),
+        "--cluster".to_owned(),
+        format!("{CONFIG_DIR}/{CLUSTER_KEY}"),
+        "--inventory".to_owned(),
+        format!("{CONFIG_DIR}/{INVENTORY_KEY}"),
+        "--token-file".to_owned(),
+        format!("{TOKEN_DIR}/peer-token"),
+        "--data-dir".to_owned(),
+        DATA_DIR.to_owned(),
+        "--bind-host".to_owned(),
+        "0.0.0.0".to_owned(),
+        "--heartbeat-ms".to_owned(),
+        spec.heartbeat.interval_ms.to_string(),
+        "--coordinator-url".to_owned(),
+        inputs.coordinator_url.clone(),
+    ];
+    if role.is_replicated() {
+        args.push("--ordinal-from-hostname".to_owned());
+    }
+    if spec.replicas.cache == 0 {
+        args.push("--no-cache".to_owned());
+    }
+    let probe = |path: &str, failure_threshold| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(PUBLIC_PORT),
+            ..Default::default()
+        }),
+        period_seconds: Some(2),
+        timeout_seconds: Some(1),
+        failure_threshold: Some(failure_threshold),
+        ..Default::default()
+    };
+    Container {
+        name: role.to_string(),
+        image: Some(spec.image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_owned()),
+        args: Some(args),
+        env: Some(vec![EnvVar {
+            name: "BOOKSTORE_LOG_FORMAT".to_owned(),
+            value: Some("json".to_owned()),
+            ..Default::default()
+        }]),
+        ports: Some(vec![
+            ContainerPort {
+                name: Some("http".to_owned()),
+                container_port: PUBLIC_PORT,
+                ..Default::default()
+            },
+            ContainerPort {
+                name: Some("peer".to_owned()),
+                container_port: PEER_PORT,
+                ..Default::default()
+            },
+        ]),
+        // Readiness is "the process serves" (/healthz): a replicated member
+        // that is resyncing is still a live member the coordinator must see;
+        // whether it is in sync is the coordinator's business, not the
+        // kubelet's.
+        readiness_probe: Some(probe("/healthz", 1)),
+        liveness_probe: Some(probe("/healthz", 5)),
+        resources: spec.resources.clone(),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "config".to_owned(),
+                mount_path: CONFIG_DIR.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "token".to_owned(),
+                mount_path: TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "data".to_owned(),
+                mount_path: DATA_DIR.to_owned(),
+                ..Default::default()
+            },
+        ]),
+        ..Default::default()
+    }
+}
+
+fn config_hash(inputs: &Inputs) -> String {
+    bookstore_replication::store::digest(&(&inputs.inventory, &inputs.coordinator_url))
+}
