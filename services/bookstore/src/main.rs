@@ -48,9 +48,7 @@ fn main() -> anyhow::Result<()> {
         Command::Bench(args) => return bench::main(args),
         command => Cli { command },
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let runtime = runtime_for(&cli.command)?;
     runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => up::run(args).await,
@@ -67,4 +65,45 @@ fn main() -> anyhow::Result<()> {
             Command::Cache(args) => roles::run(bookstore_core::cluster::Role::Cache, args).await,
         }
     })
+}
+
+/// The default worker threads of a service process (see [`runtime_for`]).
+const DEFAULT_SERVICE_WORKERS: usize = 2;
+
+/// Worker threads of a service process's runtime (`BOOKSTORE_WORKER_THREADS`;
+/// 0 runs it on the main thread alone).
+const WORKER_THREADS_VAR: &str = "BOOKSTORE_WORKER_THREADS";
+
+/// The runtime a command runs on. A service process gets a small one: six of
+/// them share the machine, and each extra worker thread costs memory (its
+/// stack and malloc arena) and cross-thread wake-ups on every request.
+fn runtime_for(command: &Command) -> anyhow::Result<tokio::runtime::Runtime> {
+    let service = matches!(
+        command,
+        Command::Frontend(_) | Command::Catalog(_) | Command::Order(_) | Command::Cache(_)
+    );
+    let workers = match std::env::var(WORKER_THREADS_VAR) {
+        Ok(value) => Some(value.trim().parse::<usize>().map_err(|_| {
+            anyhow::anyhow!("{WORKER_THREADS_VAR} must be a number of threads, not {value:?}")
+        })?),
+        Err(_) => None,
+    };
+    let workers = if service {
+        workers.or(Some(DEFAULT_SERVICE_WORKERS))
+    } else {
+        workers
+    };
+    let runtime = match workers {
+        Some(0) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?,
+        Some(n) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build()?,
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?,
+    };
+    Ok(runtime)
 }
