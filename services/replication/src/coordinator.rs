@@ -177,6 +177,12 @@ impl Coordinator {
         if restarted || heartbeat.phase == Phase::Joining {
             state.leave_in_sync(heartbeat.ordinal, "restarted", &mut reasons);
         }
+        // A coordinator that starts over (a new operator leader, a restarted
+        // `bookstore up`) must publish epochs above any its members have seen,
+        // or they would refuse its topologies as stale.
+        if !state.bootstrapped {
+            state.epoch = state.epoch.max(heartbeat.epoch);
+        }
         state.members.insert(
             heartbeat.ordinal,
             MemberRecord {

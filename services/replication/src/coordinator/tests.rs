@@ -292,3 +292,29 @@ fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
     assert_eq!(s.topology().primary, Some(1));
     assert!(s.topology().member(0).expect("member").live);
 }
+
+#[test]
+fn a_restarted_coordinator_publishes_epochs_above_its_members() {
+    let mut scenario = Scenario::new(2);
+    for ordinal in [0, 1] {
+        let heartbeat = Heartbeat {
+            tier: TIER,
+            ordinal,
+            incarnation: 1,
+            peer: format!("127.0.0.1:{}", 9000 + ordinal),
+            public: format!("127.0.0.1:{}", 8000 + ordinal),
+            phase: Phase::Following,
+            epoch: 41,
+            applied: 7,
+            data_epoch: 40,
+        };
+        scenario.coordinator.heartbeat(&heartbeat, scenario.now);
+    }
+    let topology = scenario.topology();
+    assert_eq!(topology.primary, Some(0));
+    assert!(
+        topology.epoch > 41,
+        "epoch {} would be refused as stale",
+        topology.epoch
+    );
+}
