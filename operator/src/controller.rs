@@ -298,6 +298,7 @@ impl Reconciler<'_> {
         let coordination = &self.context.coordination;
         coordination.observe_pods(&key, Role::Catalog, spec.replicas.catalog, &ready_catalog);
         coordination.observe_pods(&key, Role::Order, spec.replicas.order, &ready_order);
+        coordination.observe_frontends(&key, &pod_ips(&pods, self.names, Role::Frontend));
         Ok(Observed {
             generation: self.store.metadata.generation,
             catalog: coordination.topology(&key, Role::Catalog),
@@ -437,6 +438,17 @@ fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
                 .parse()
                 .ok()
         })
+        .collect()
+}
+
+/// IPs of the tier's running pods (a Deployment's pods have no stable names).
+fn pod_ips(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<String> {
+    let component = role.to_string();
+    pods.iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| pod.labels().get("app.kubernetes.io/component") == Some(&component))
+        .filter(|pod| pod.labels().get("app.kubernetes.io/instance") == Some(&names.name))
+        .filter_map(|pod| pod.status.as_ref()?.pod_ip.clone())
         .collect()
 }
 

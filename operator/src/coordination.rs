@@ -37,6 +37,9 @@ pub type StoreKey = (String, String);
 struct StoreCoordinator {
     server: CoordinatorServer,
     token: PeerToken,
+    /// The order members' peer addresses: clients of the catalog, they get
+    /// every topology, as the frontend pods do.
+    order_members: Vec<String>,
     ticks: tokio::task::AbortHandle,
     last_failover: Arc<Mutex<Option<Time>>>,
 }
@@ -90,7 +93,7 @@ impl Coordination {
             (Role::Order, spec.replicas.order.max(0) as usize),
         ];
         // Order members call the catalog: they get every topology pushed.
-        let subscribers = (0..spec.replicas.order.max(0) as u32)
+        let order_members: Vec<String> = (0..spec.replicas.order.max(0) as u32)
             .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
             .collect();
         let last_failover = Arc::new(Mutex::new(None));
@@ -99,7 +102,7 @@ impl Coordination {
             &format!("{}/{}", names.namespace, names.name),
             config,
             &tiers,
-            subscribers,
+            order_members.clone(),
             token.clone(),
             &self.metrics,
             self.coordinator_metrics.clone(),
@@ -112,6 +115,7 @@ impl Coordination {
             StoreCoordinator {
                 server: server.clone(),
                 token,
+                order_members,
                 ticks,
                 last_failover,
             },
@@ -150,6 +154,23 @@ impl Coordination {
         for ordinal in (0..desired.max(0) as u32).filter(|o| !ready.contains(o)) {
             server.mark_down(tier, ordinal);
         }
+    }
+
+    /// The frontend pods (by IP) get every later topology pushed, with the
+    /// order members; they also poll, so a pod that starts between two
+    /// reconciles learns the topology within a heartbeat interval.
+    pub fn observe_frontends(&self, key: &StoreKey, pod_ips: &[String]) {
+        let stores = self.lock();
+        let Some(store) = stores.get(key) else { return };
+        let frontends = pod_ips.iter().map(|ip| format!("{ip}:{PEER_PORT}"));
+        store.server.set_subscribers(
+            store
+                .order_members
+                .iter()
+                .cloned()
+                .chain(frontends)
+                .collect(),
+        );
     }
 
     /// Turns topology changes into Events (failover, handover, resync).

@@ -32,7 +32,9 @@ pub type ChangeHook = Arc<dyn Fn(&Published) + Send + Sync>;
 #[derive(Clone)]
 pub struct CoordinatorServer {
     coordinator: Arc<Mutex<Coordinator>>,
-    subscribers: Arc<Vec<String>>,
+    /// Peer addresses that get every tier's topology; the operator replaces
+    /// them as frontend pods come and go.
+    subscribers: Arc<std::sync::RwLock<Vec<String>>>,
     pusher: PeerClient,
     metrics: CoordinatorMetrics,
     store: Arc<str>,
@@ -143,12 +145,18 @@ impl CoordinatorServer {
     ) -> Self {
         Self {
             coordinator: Arc::new(Mutex::new(Coordinator::new(config, tiers, Instant::now()))),
-            subscribers: Arc::new(subscribers),
+            subscribers: Arc::new(std::sync::RwLock::new(subscribers)),
             pusher: PeerClient::with_timeout(token, metrics.clone(), PUSH_TIMEOUT),
             metrics: coordinator_metrics,
             store: store.into(),
             on_change: None,
         }
+    }
+
+    /// Replaces the subscribers (peer addresses, `host:port`) that later
+    /// topology changes are pushed to.
+    pub fn set_subscribers(&self, subscribers: Vec<String>) {
+        *self.subscribers.write().unwrap_or_else(|p| p.into_inner()) = subscribers;
     }
 
     /// Calls `hook` with every topology change.
@@ -275,10 +283,13 @@ impl CoordinatorServer {
             .members
             .iter()
             .map(|m| format!("http://{}/peer/topology", m.peer));
-        let subscribers = self
+        let subscribers: Vec<String> = self
             .subscribers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .map(|s| format!("http://{s}/peer/directory"));
+            .map(|s| format!("http://{s}/peer/directory"))
+            .collect();
         for url in members.chain(subscribers) {
             let pusher = self.pusher.clone();
             let topology = topology.clone();
