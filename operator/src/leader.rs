@@ -16,6 +16,10 @@ use kube::api::PostParams;
 
 /// How long a Lease holds without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// A leader that has not renewed for this long stops acting. It is shorter
+/// than the Lease, so the old leader has stopped before another can take
+/// over, even with some clock skew between their nodes.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// One replica's claim on the Lease.
 pub struct LeaderElection {
@@ -44,7 +48,7 @@ impl LeaderElection {
         }
     }
 
-    /// Renews the Lease until renewal fails for a whole Lease duration or
+    /// Renews the Lease until renewal fails for [`RENEW_DEADLINE`] or
     /// another replica holds it; then returns (the caller must stop acting).
     pub async fn keep(&self) {
         let mut last_renewal = tokio::time::Instant::now();
@@ -58,10 +62,34 @@ impl LeaderElection {
                 }
                 Err(error) => tracing::warn!(%error, "renewing the Lease failed"),
             }
-            if last_renewal.elapsed() >= LEASE_DURATION {
+            if last_renewal.elapsed() >= RENEW_DEADLINE {
                 tracing::error!("could not renew the Lease in time");
                 return;
             }
+        }
+    }
+
+    /// Gives the Lease up on a clean shutdown, so a standby takes over at
+    /// once instead of waiting for it to expire.
+    pub async fn release(&self) {
+        let Ok(Some(mut lease)) = self.api.get_opt(&self.name).await else {
+            return;
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return;
+        };
+        if spec.holder_identity.as_deref() != Some(self.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.renew_time = None;
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => tracing::info!(identity = %self.identity, "released the leader Lease"),
+            Err(error) => tracing::warn!(%error, "could not release the leader Lease"),
         }
     }
 

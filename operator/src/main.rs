@@ -135,15 +135,23 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Stop acting the moment leadership is lost or a signal arrives.
     let (trigger, controller_stop) = shutdown::channel();
-    let lost = tokio::spawn(async move { election.keep().await });
+    let election = Arc::new(election);
+    let lost = {
+        let election = election.clone();
+        tokio::spawn(async move { election.keep().await })
+    };
     let signals = stop.clone();
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = lost => tracing::error!("lost the leader Lease; stopping"),
-            _ = signals.wait() => {}
-        }
-        trigger.fire();
-    });
+    let lost_leadership = Arc::new(AtomicBool::new(false));
+    {
+        let lost_leadership = lost_leadership.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = lost => lost_leadership.store(true, Ordering::Relaxed),
+                _ = signals.wait() => {}
+            }
+            trigger.fire();
+        });
+    }
     let context = Arc::new(Context {
         client,
         coordination,
@@ -153,6 +161,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     tracing::info!(%identity, "reconciling BookStores");
     controller::run(context, controller_stop.wait()).await;
+    leading.store(false, Ordering::Relaxed);
+    election.release().await;
+    // Exit non-zero so the Deployment restarts this replica as a follower.
+    anyhow::ensure!(
+        !lost_leadership.load(Ordering::Relaxed),
+        "lost the leader Lease; stopped acting"
+    );
     tracing::info!("stopped");
     Ok(())
 }
