@@ -1,0 +1,182 @@
+//! The single-node cluster of `tests/cluster/cluster.sh` for tests: the
+//! full one (API server, controller manager, scheduler, containerd, kubelet,
+//! kube-proxy, CoreDNS) with the BookStore images built from this checkout
+//! and imported, or the API-only one (etcd, API server, controller manager);
+//! and the commands a user types (`kubectl`, `helm`) run against it.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The workspace root (this crate is `tests/system`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the workspace root")
+}
+
+/// Which cluster a test needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Every component: pods run.
+    Full,
+    /// etcd, the API server and the controller manager: objects, no pods
+    /// running (tests play the kubelet).
+    ApiOnly,
+}
+
+impl Mode {
+    fn as_str(self) -> &'static str {
+        match self {
+            Mode::Full => "full",
+            Mode::ApiOnly => "api-only",
+        }
+    }
+}
+
+/// A cluster, started by the test unless one of the same mode is up (then
+/// it is used and left up).
+pub struct Cluster {
+    pub root: PathBuf,
+    pub kubeconfig: PathBuf,
+    started_here: bool,
+}
+
+impl Cluster {
+    /// Builds the cluster's binaries (cached) and starts it.
+    pub fn start(mode: Mode) -> Self {
+        let root = repo_root();
+        let script = root.join("tests/cluster/cluster.sh");
+        run(Command::new(&script).arg("build"));
+        let running = std::fs::read_to_string(root.join("target/cluster/state/mode")).ok();
+        let started_here = match running.as_deref().map(str::trim) {
+            Some(up) if up == mode.as_str() => false,
+            Some(other) => panic!(
+                "a cluster is up in mode {other}; this test needs {} (run tests/cluster/cluster.sh down first)",
+                mode.as_str()
+            ),
+            None => {
+                let mut up = Command::new(&script);
+                up.arg("up");
+                if mode == Mode::ApiOnly {
+                    up.arg("api-only");
+                }
+                run(&mut up);
+                true
+            }
+        };
+        Self {
+            kubeconfig: root.join("target/cluster/kubeconfig"),
+            root,
+            started_here,
+        }
+    }
+
+    /// Builds the release binaries and imports their images into the
+    /// cluster's containerd (a full cluster only).
+    pub fn import_images(&self) {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+        run(Command::new(cargo).current_dir(&self.root).args([
+            "build",
+            "--release",
+            "--bin",
+            "bookstore",
+            "--bin",
+            "bookstore-operator",
+        ]));
+        run(&mut Command::new(self.root.join("tests/cluster/images.sh")));
+    }
+
+    pub async fn client(&self) -> Client {
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("the cluster's kubeconfig");
+        let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("a usable kubeconfig");
+        Client::try_from(config).expect("a Kubernetes client")
+    }
+
+    pub fn bin(&self, name: &str) -> PathBuf {
+        self.root.join("target/cluster/bin").join(name)
+    }
+
+    /// Runs kubectl; panics with its output if it fails.
+    pub fn kubectl(&self, args: &[&str]) -> String {
+        output(
+            Command::new(self.bin("kubectl"))
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args),
+        )
+    }
+
+    /// Runs kubectl with `input` on stdin.
+    pub fn kubectl_stdin(&self, args: &[&str], input: &str) -> String {
+        let mut child = Command::new(self.bin("kubectl"))
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl starts");
+        child
+            .stdin
+            .take()
+            .expect("a stdin pipe")
+            .write_all(input.as_bytes())
+            .expect("kubectl reads its input");
+        let out = child.wait_with_output().expect("kubectl runs");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs helm; panics with its output if it fails.
+    pub fn helm(&self, args: &[&str]) -> String {
+        output(
+            Command::new(self.bin("helm"))
+                .arg("--kubeconfig")
+                .arg(&self.kubeconfig)
+                .args(args),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if self.started_here && std::env::var_os("BOOKSTORE_KEEP_CLUSTER").is_none() {
+            let _ = Command::new(self.root.join("tests/cluster/cluster.sh"))
+                .arg("down")
+                .status();
+        }
+    }
+}
+
+pub fn run(command: &mut Command) {
+    let status = command
+        .status()
+        .unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    assert!(status.success(), "{command:?} failed: {status}");
+}
+
+pub fn output(command: &mut Command) -> String {
+    let out = command
+        .output()
+        .unwrap_or_else(|error| panic!("{command:?}: {error}"));
+    assert!(
+        out.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

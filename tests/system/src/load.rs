@@ -1,0 +1,293 @@
+//! What the chaos tests share, locally (`bookstore up`) and on Kubernetes: a
+//! bounded, concurrent buy load with a ledger of every answer, and the
+//! store's invariants checked against that ledger afterwards.
+//!
+//! Buyers retry a buy that got a 5xx or no answer with the same request id
+//! (as a real client should) until it answers Success or Failed, so a buy is
+//! never counted twice and never lost.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The shape and bounds of a buy load.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    /// Items `first_item..first_item + items` are bought at random.
+    pub first_item: u64,
+    pub items: u64,
+    pub buyers: usize,
+    /// The load stops after this many buys, or once [`BuyLoad::finish`] is
+    /// called and at least `min_buys` were made, whichever comes first.
+    pub max_buys: u64,
+    pub min_buys: u64,
+    /// The whole load is bounded by this.
+    pub limit: Duration,
+    /// How long one buy may be retried before it counts as unresolved.
+    pub buy_deadline: Duration,
+    /// Request ids start with this, so two loads never share one.
+    pub request_prefix: String,
+}
+
+impl LoadPlan {
+    /// An inventory of `items` items with `stock` each, in the
+    /// `init,item,stock,cost,topic,title` format.
+    pub fn inventory(&self, stock: u64) -> String {
+        self.item_numbers()
+            .map(|i| format!("init,{i},{stock},10,chaos,Chaos Book {i}\n"))
+            .collect()
+    }
+
+    pub fn item_numbers(&self) -> std::ops::Range<u64> {
+        self.first_item..self.first_item + self.items
+    }
+}
+
+/// Every definite answer the load got.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    /// (item, order number) of every successful buy.
+    pub successes: Vec<(u64, u64)>,
+    /// (sent, answered) of every successful buy.
+    pub success_times: Vec<(Instant, Instant)>,
+    /// Buys answered "Failed" (sold out).
+    pub failed: u64,
+    /// Buys that got a 5xx or no answer at least once before their answer.
+    pub retried: u64,
+    /// Buys without a definite answer within the deadline.
+    pub unresolved: u64,
+}
+
+impl Ledger {
+    pub fn summary(&self) -> String {
+        format!(
+            "{} buys, {} succeeded, {} sold out, {} retried after a 5xx or no answer, {} unresolved",
+            self.successes.len() as u64 + self.failed + self.unresolved,
+            self.successes.len(),
+            self.failed,
+            self.retried,
+            self.unresolved
+        )
+    }
+}
+
+/// A running buy load against one frontend.
+pub struct BuyLoad {
+    ledger: Arc<Mutex<Ledger>>,
+    enough: Arc<AtomicBool>,
+    buyers: tokio::task::JoinSet<()>,
+}
+
+impl BuyLoad {
+    /// Starts `plan.buyers` buyers against `frontend` (`http://host:port`).
+    pub fn start(frontend: &str, plan: &LoadPlan) -> Self {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let attempts = Arc::new(AtomicU64::new(0));
+        let enough = Arc::new(AtomicBool::new(false));
+        let started = Instant::now();
+        let mut buyers = tokio::task::JoinSet::new();
+        for buyer in 0..plan.buyers {
+            let buyer = Buyer {
+                frontend: frontend.to_owned(),
+                plan: plan.clone(),
+                id: buyer,
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(15))
+                    .build()
+                    .expect("an HTTP client"),
+                ledger: ledger.clone(),
+            };
+            let (attempts, enough) = (attempts.clone(), enough.clone());
+            buyers.spawn(async move {
+                loop {
+                    let n = attempts.fetch_add(1, Ordering::Relaxed);
+                    let done = n >= buyer.plan.min_buys && enough.load(Ordering::Relaxed);
+                    if n >= buyer.plan.max_buys || done || started.elapsed() > buyer.plan.limit {
+                        break;
+                    }
+                    buyer.buy_until_answered(n).await;
+                }
+            });
+        }
+        Self {
+            ledger,
+            enough,
+            buyers,
+        }
+    }
+
+    /// The time from `since` to the answer of the first successful buy sent
+    /// after it: how long buyers saw the store unable to sell.
+    pub async fn first_success_after(&self, since: Instant, limit: Duration) -> Duration {
+        let deadline = Instant::now() + limit;
+        loop {
+            let first = lock(&self.ledger)
+                .success_times
+                .iter()
+                .filter(|(sent, _)| *sent >= since)
+                .map(|(_, answered)| *answered)
+                .min();
+            if let Some(answered) = first {
+                return answered.duration_since(since);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no successful buy within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Lets the load stop once it made its minimum, waits for it, and returns
+    /// the ledger.
+    pub async fn finish(mut self) -> Ledger {
+        self.enough.store(true, Ordering::Relaxed);
+        while let Some(buyer) = self.buyers.join_next().await {
+            buyer.expect("a buyer task");
+        }
+        std::mem::take(&mut *lock(&self.ledger))
+    }
+}
+
+fn lock(ledger: &Mutex<Ledger>) -> std::sync::MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+struct Buyer {
+    frontend: String,
+    plan: LoadPlan,
+    id: usize,
+    http: reqwest::Client,
+    ledger: Arc<Mutex<Ledger>>,
+}
+
+impl Buyer {
+    /// Buys once, retrying with the same request id through 5xx answers and
+    /// lost connections, and records the definite answer.
+    async fn buy_until_answered(&self, n: u64) {
+        let item = fastrand::u64(self.plan.item_numbers());
+        let request_id = format!("{}-{}-{n}", self.plan.request_prefix, self.id);
+        let url = format!(
+            "{}/buy?item_number={item}&request_id={request_id}",
+            self.frontend
+        );
+        let sent = Instant::now();
+        let mut retried = false;
+        while sent.elapsed() < self.plan.buy_deadline {
+            let body = match self.http.get(&url).send().await {
+                Ok(response) if response.status().is_success() => {
+                    response.json::<Value>().await.ok()
+                }
+                Ok(response) if response.status().is_client_error() => {
+                    panic!("buy {request_id} answered {}", response.status())
+                }
+                _ => None,
+            };
+            if self.record(item, sent, body.as_ref(), &request_id, &mut retried) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        lock(&self.ledger).unresolved += 1;
+    }
+
+    /// Records a definite answer (true), or a first retry (false).
+    fn record(
+        &self,
+        item: u64,
+        sent: Instant,
+        body: Option<&Value>,
+        request_id: &str,
+        retried: &mut bool,
+    ) -> bool {
+        let mut ledger = lock(&self.ledger);
+        match body.and_then(|b| b["result"].as_str()) {
+            Some("Success") => {
+                let order = body.and_then(|b| b["order_number"].as_u64());
+                let order = order
+                    .unwrap_or_else(|| panic!("buy {request_id}: no order number in {body:?}"));
+                ledger.successes.push((item, order));
+                ledger.success_times.push((sent, Instant::now()));
+                true
+            }
+            Some("Failed") => {
+                ledger.failed += 1;
+                true
+            }
+            _ => {
+                if !*retried {
+                    ledger.retried += 1;
+                    *retried = true;
+                }
+                false
+            }
+        }
+    }
+}
+
+/// No item sold more than its stock, and for every item the stock taken
+/// equals the successful buys.
+pub async fn check_stock_matches_successes(
+    frontend: &str,
+    plan: &LoadPlan,
+    stock: u64,
+    ledger: &Ledger,
+) {
+    let mut sold: BTreeMap<u64, u64> = BTreeMap::new();
+    for (item, _) in &ledger.successes {
+        *sold.entry(*item).or_default() += 1;
+    }
+    let http = reqwest::Client::new();
+    for item in plan.item_numbers() {
+        let body = get_json(&http, &format!("{frontend}/lookup?item_number={item}")).await;
+        let left = body["result"]["stock"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("lookup {item}: no stock in {body}"));
+        let sold = sold.get(&item).copied().unwrap_or(0);
+        assert!(
+            sold <= stock,
+            "item {item} sold {sold} times out of {stock}"
+        );
+        assert_eq!(
+            stock - left,
+            sold,
+            "item {item}: stock taken differs from successful buys"
+        );
+    }
+}
+
+/// Every successful buy's order can be read back, and no two share a number.
+pub async fn check_every_order_is_readable(frontend: &str, ledger: &Ledger) {
+    let mut numbers: Vec<u64> = ledger.successes.iter().map(|(_, n)| *n).collect();
+    numbers.sort_unstable();
+    let before = numbers.len();
+    numbers.dedup();
+    assert_eq!(
+        numbers.len(),
+        before,
+        "two successful buys share an order number"
+    );
+    let http = reqwest::Client::new();
+    for (item, number) in &ledger.successes {
+        let body = get_json(&http, &format!("{frontend}/orders/{number}")).await;
+        assert_eq!(
+            body["result"]["item_number"], *item,
+            "order {number}: {body}"
+        );
+    }
+}
+
+async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: {error}"));
+    response
+        .json()
+        .await
+        .unwrap_or_else(|error| panic!("GET {url}: not JSON: {error}"))
+}
