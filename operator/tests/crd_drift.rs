@@ -27,7 +27,16 @@ fn the_crd_names_the_group_version_and_short_name() {
         .map(|c| c.name.as_str())
         .collect();
     for column in ["Ready", "Catalog primary", "Order primary", "Epoch", "Age"] {
-        assert!(columns.contains(&column), "printer column {column} missing: {columns:?}");
+        assert!(
+            columns.contains(&column),
+            "printer column {column} missing: {columns:?}"
+        );
     }
-    assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+    assert!(
+        version
+            .subresources
+            .as_ref()
+            .and_then(|s| s.status.as_ref())
+            .is_some()
+    );
 }

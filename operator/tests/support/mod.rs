@@ -1,0 +1,155 @@
+//! What the operator's tests against a real API server share: the CRD,
+//! operator processes, the kubelet's part, and members played by the test.
+//! The cluster (`tests/cluster/cluster.sh up api-only`) comes from
+//! `bookstore-system-tests`.
+//!
+//! With no kubelet, no container runs: the StatefulSet and ReplicaSet
+//! controllers create real pods that stay unscheduled, and the test plays the
+//! kubelet by patching their Ready condition and the members by sending the
+//! heartbeats their processes would send.
+
+#![allow(dead_code)]
+
+pub mod members;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub use bookstore_system_tests::cluster::{Cluster, Mode, repo_root};
+pub use bookstore_system_tests::eventually;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+/// Installs the CRD from `crds/` (as a user would) and waits until it serves.
+pub async fn install_crd(client: &Client) {
+    let text = std::fs::read_to_string(repo_root().join("crds/bookstore.yaml"))
+        .expect("crds/bookstore.yaml");
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).expect("the CRD parses");
+    let api = Api::<CustomResourceDefinition>::all(client.clone());
+    let params = PatchParams::apply("bookstore-operator-tests").force();
+    api.patch("bookstores.mybookstore.dev", &params, &Patch::Apply(&crd))
+        .await
+        .expect("the API server accepts the CRD");
+    eventually(
+        "the CRD is established",
+        Duration::from_secs(30),
+        || async {
+            let crd = api.get("bookstores.mybookstore.dev").await.ok()?;
+            let conditions = crd.status?.conditions?;
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// A fresh namespace for one test.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    let name = format!("{prefix}-{:06x}", fastrand::u32(..0xff_ffff));
+    let namespace: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": name}})).expect("a namespace");
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .expect("the namespace is created");
+    name
+}
+
+/// Plays the kubelet: sets a pod's Ready condition.
+pub async fn set_ready(pods: &Api<Pod>, name: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let now = k8s_openapi::jiff::Timestamp::now().to_string();
+    let patch = json!({"status": {
+        "phase": "Running",
+        "podIP": "127.0.0.1",
+        "conditions": [
+            {"type": "Ready", "status": status, "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": status, "lastTransitionTime": now},
+        ],
+    }});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|error| panic!("cannot set pod {name} ready={ready}: {error}"));
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// One `bookstore-operator run` process; killed with SIGKILL on drop.
+pub struct OperatorProcess {
+    child: Child,
+    pub metrics_url: String,
+    pub coordinator_url: String,
+}
+
+impl OperatorProcess {
+    pub fn start(cluster: &Cluster, namespace: &str, identity: &str) -> Self {
+        let metrics_port = free_port();
+        let coordinator_port = free_port();
+        let coordinator_url = format!("http://127.0.0.1:{coordinator_port}");
+        let log = std::fs::File::create(
+            std::env::temp_dir().join(format!("bookstore-operator-{identity}.log")),
+        )
+        .expect("a log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_bookstore-operator"))
+            .arg("run")
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            .args([
+                "--coordinator-addr",
+                &format!("127.0.0.1:{coordinator_port}"),
+            ])
+            .args(["--operator-url", &coordinator_url])
+            .args(["--namespace", namespace, "--identity", identity])
+            .env("KUBECONFIG", &cluster.kubeconfig)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("the operator starts");
+        Self {
+            child,
+            metrics_url: format!("http://127.0.0.1:{metrics_port}"),
+            coordinator_url,
+        }
+    }
+
+    /// `/readyz` answers 200 only while this process leads.
+    pub async fn is_leading(&self) -> bool {
+        let url = format!("{}/readyz", self.metrics_url);
+        matches!(reqwest::get(url).await, Ok(r) if r.status().is_success())
+    }
+
+    pub async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.metrics_url);
+        reqwest::get(url)
+            .await
+            .expect("the operator serves /metrics")
+            .text()
+            .await
+            .expect("a metrics body")
+    }
+
+    /// Crashes it: SIGKILL, no chance to release the Lease.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
