@@ -34,5 +34,6 @@ step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --
 step "unit, service, system and chaos tests (cargo test)" cargo test --workspace --locked
 step "release build" cargo build --release --locked --bin bookstore --bin bookstore-operator
 step "real single-node Kubernetes cluster (tests/cluster/smoke.sh)" tests/cluster/smoke.sh
+step "Helm chart: lint, template, schema, dashboard, server dry run, RBAC (tests/chart/check.sh)" tests/chart/check.sh
 
 printf '\nAll steps passed.\n%d passed, 0 failed\n' "$passed"
