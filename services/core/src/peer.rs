@@ -3,10 +3,22 @@
 //! Every call has a time limit, carries the shared peer token, escapes its
 //! query values (they are never pasted into URLs), and is timed into the
 //! caller's upstream histogram.
+//!
+//! It is hyper's pooled client on plain HTTP/1.1 keep-alive connections:
+//! peers are addressed as `host:port` on loopback or a cluster network, so
+//! the URL parsing, host name handling and extra layers of a general-purpose
+//! client are all cost and no use on this hot path (every lookup and buy
+//! makes one to five of these calls).
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
+use axum::body::Bytes;
+use axum::http::header::{CONTENT_TYPE, HeaderValue};
+use axum::http::{Method, Request, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -23,6 +35,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle keep-alive connections kept per peer; enough for the bench's 32 clients.
 const MAX_IDLE_PER_PEER: usize = 64;
 
+/// A transport failure (connect, send, receive), as the source of an error.
+pub type TransportError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Why a call to a peer failed.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -33,7 +48,7 @@ pub enum PeerError {
         to: String,
         operation: String,
         #[source]
-        source: reqwest::Error,
+        source: TransportError,
     },
     #[error("{to} answered {operation} with HTTP {status}")]
     Status {
@@ -47,7 +62,7 @@ pub enum PeerError {
         to: String,
         operation: String,
         #[source]
-        source: reqwest::Error,
+        source: serde_json::Error,
     },
 }
 
@@ -86,8 +101,9 @@ impl From<PeerError> for ApiError {
 /// A client for calls from one service to the others.
 #[derive(Clone)]
 pub struct PeerClient {
-    http: reqwest::Client,
-    token: PeerToken,
+    http: Client<HttpConnector, Full<Bytes>>,
+    token: HeaderValue,
+    timeout: Duration,
     metrics: Metrics,
 }
 
@@ -98,16 +114,18 @@ impl PeerClient {
 
     /// A client whose calls give up after `timeout` (heartbeats use a short one).
     pub fn with_timeout(token: PeerToken, metrics: Metrics, timeout: Duration) -> Self {
-        let http = reqwest::Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(timeout)
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        let http = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(MAX_IDLE_PER_PEER)
-            .tcp_nodelay(true)
-            .build()
-            .expect("a client with static settings always builds");
+            .build(connector);
+        let token = HeaderValue::from_str(token.as_str())
+            .unwrap_or_else(|_| HeaderValue::from_static("invalid-token"));
         Self {
             http,
             token,
+            timeout,
             metrics,
         }
     }
@@ -128,8 +146,43 @@ impl PeerClient {
         Q: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        let request = self.http.get(url).query(query);
-        self.send(to, operation, request).await
+        let started = Instant::now();
+        let result = match with_query(url, query) {
+            Ok(url) => {
+                let answer = self.call(to, operation, Method::GET, &url, None).await;
+                answer.and_then(|body| decode(to, operation, body))
+            }
+            Err(error) => Err(error.unreachable(to, operation)),
+        };
+        self.metrics
+            .observe_upstream(to, operation, result.is_ok(), started);
+        result
+    }
+
+    /// `GET base/path?query` on the tier `to`, answering the body as it came:
+    /// `Some(body)` for `200`, `None` for `204 No Content` (a cache miss).
+    pub async fn get_bytes<Q>(
+        &self,
+        to: &str,
+        operation: &str,
+        url: &str,
+        query: &Q,
+    ) -> Result<Option<Bytes>, PeerError>
+    where
+        Q: Serialize + ?Sized,
+    {
+        let started = Instant::now();
+        let result = match with_query(url, query) {
+            Ok(url) => match self.call(to, operation, Method::GET, &url, None).await {
+                Ok(Answer::Body(body)) => Ok(Some(body)),
+                Ok(Answer::NoContent) => Ok(None),
+                Err(error) => Err(error),
+            },
+            Err(error) => Err(error.unreachable(to, operation)),
+        };
+        self.metrics
+            .observe_upstream(to, operation, result.is_ok(), started);
+        result
     }
 
     /// `POST base/path` with a JSON body on the tier `to`, decoding a JSON answer.
@@ -144,69 +197,129 @@ impl PeerClient {
         B: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        let request = self.http.post(url).json(body);
-        self.send(to, operation, request).await
-    }
-
-    async fn send<T: DeserializeOwned>(
-        &self,
-        to: &str,
-        operation: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<T, PeerError> {
         let started = Instant::now();
-        let result = self.exchange(to, operation, request).await;
+        let result = match serde_json::to_vec(body) {
+            Ok(json) => {
+                let answer = self
+                    .call(to, operation, Method::POST, url, Some(Bytes::from(json)))
+                    .await;
+                answer.and_then(|body| decode(to, operation, body))
+            }
+            Err(error) => Err(BadRequest(error.into()).unreachable(to, operation)),
+        };
         self.metrics
             .observe_upstream(to, operation, result.is_ok(), started);
         result
     }
 
-    async fn exchange<T: DeserializeOwned>(
+    /// One exchange within the call time limit: `200` and `204` are answers,
+    /// any other status is an error carrying the peer's error body.
+    async fn call(
         &self,
         to: &str,
         operation: &str,
-        request: reqwest::RequestBuilder,
-    ) -> Result<T, PeerError> {
-        let response = request
-            .header(TOKEN_HEADER, self.token.as_str())
-            .send()
+        method: Method,
+        url: &str,
+        json: Option<Bytes>,
+    ) -> Result<Answer, PeerError> {
+        let uri: Uri = url.parse().map_err(|e: axum::http::uri::InvalidUri| {
+            BadRequest(e.into()).unreachable(to, operation)
+        })?;
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Some(headers) = request.headers_mut() {
+            headers.insert(TOKEN_HEADER, self.token.clone());
+            if json.is_some() {
+                headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            }
+        }
+        let request = request
+            .body(Full::new(json.unwrap_or_default()))
+            .map_err(|e| BadRequest(e.into()).unreachable(to, operation))?;
+        let exchange = async {
+            let response = self
+                .http
+                .request(request)
+                .await
+                .map_err(|e| BadRequest(e.into()).unreachable(to, operation))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| BadRequest(e.into()).unreachable(to, operation))?
+                .to_bytes();
+            Ok::<_, PeerError>((status, body))
+        };
+        let (status, body) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|source| transport_error(to, operation, source))?;
-        let status = response.status();
-        if status != StatusCode::OK {
-            let body = response.json::<ErrorBody>().await.ok();
-            return Err(PeerError::Status {
+            .map_err(|_| PeerError::Timeout {
+                to: to.to_owned(),
+                operation: operation.to_owned(),
+            })??;
+        match status {
+            StatusCode::OK => Ok(Answer::Body(body)),
+            StatusCode::NO_CONTENT => Ok(Answer::NoContent),
+            status => Err(PeerError::Status {
                 to: to.to_owned(),
                 operation: operation.to_owned(),
                 status: status.as_u16(),
-                body,
-            });
+                body: serde_json::from_slice::<ErrorBody>(&body).ok(),
+            }),
         }
-        response
-            .json::<T>()
-            .await
-            .map_err(|source| match source.is_timeout() {
-                true => transport_error(to, operation, source),
-                false => PeerError::Decode {
-                    to: to.to_owned(),
-                    operation: operation.to_owned(),
-                    source,
-                },
-            })
     }
 }
 
-fn transport_error(to: &str, operation: &str, source: reqwest::Error) -> PeerError {
-    if source.is_timeout() {
-        PeerError::Timeout {
-            to: to.to_owned(),
-            operation: operation.to_owned(),
-        }
-    } else {
+/// What a peer answered.
+enum Answer {
+    Body(Bytes),
+    NoContent,
+}
+
+/// A failure to make or send a request: the peer is unreachable for it.
+struct BadRequest(TransportError);
+
+impl BadRequest {
+    fn unreachable(self, to: &str, operation: &str) -> PeerError {
         PeerError::Unreachable {
             to: to.to_owned(),
             operation: operation.to_owned(),
-            source,
+            source: self.0,
         }
+    }
+}
+
+/// `url?query`, the query form-encoded (so values are escaped, never pasted).
+fn with_query<Q: Serialize + ?Sized>(url: &str, query: &Q) -> Result<String, BadRequest> {
+    let query = serde_urlencoded::to_string(query).map_err(|e| BadRequest(e.into()))?;
+    if query.is_empty() {
+        return Ok(url.to_owned());
+    }
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!("{url}{separator}{query}"))
+}
+
+/// Decodes a JSON answer (a `204` decodes as JSON `null`).
+fn decode<T: DeserializeOwned>(to: &str, operation: &str, answer: Answer) -> Result<T, PeerError> {
+    let body = match answer {
+        Answer::Body(body) => body,
+        Answer::NoContent => Bytes::from_static(b"null"),
+    };
+    serde_json::from_slice(&body).map_err(|source| PeerError::Decode {
+        to: to.to_owned(),
+        operation: operation.to_owned(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_values_are_escaped() {
+        let url = with_query("http://h:1/search", &[("topic", "a b&c=d")]).ok();
+        assert_eq!(url.as_deref(), Some("http://h:1/search?topic=a+b%26c%3Dd"));
+        let url = with_query("http://h:1/x", &()).ok();
+        assert_eq!(url.as_deref(), Some("http://h:1/x"));
     }
 }
