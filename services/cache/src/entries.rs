@@ -11,9 +11,9 @@
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use bookstore_core::api::{CacheKey, ItemNumber};
 use lru::LruCache;
-use serde_json::Value;
 
 /// Default number of entries (values and tombstones) kept.
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -25,7 +25,8 @@ pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(60);
 enum Slot {
     Value {
         version: u64,
-        value: Value,
+        /// The JSON of the answer, served as it is (a clone is a reference count).
+        value: Bytes,
         stored: Instant,
     },
     Tombstone {
@@ -76,7 +77,7 @@ impl Entries {
     }
 
     /// The cached value of `key`, if it is there and young enough.
-    pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Value> {
+    pub fn get(&mut self, key: &CacheKey, now: Instant) -> Option<Bytes> {
         match self.slots.get(key)? {
             Slot::Value { value, stored, .. } if now.duration_since(*stored) <= self.max_age => {
                 Some(value.clone())
@@ -86,7 +87,7 @@ impl Entries {
     }
 
     /// Stores a value read at `version`, unless something newer is known.
-    pub fn put(&mut self, key: CacheKey, version: u64, value: Value, now: Instant) -> PutOutcome {
+    pub fn put(&mut self, key: CacheKey, version: u64, value: Bytes, now: Instant) -> PutOutcome {
         let newer_known = self
             .slots
             .peek(&key)
@@ -134,7 +135,10 @@ impl Entries {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+
+    fn json(value: serde_json::Value) -> Bytes {
+        Bytes::from(value.to_string())
+    }
 
     fn lookup(item: u64) -> CacheKey {
         CacheKey::Lookup(item)
@@ -146,22 +150,25 @@ mod tests {
         let mut entries = Entries::new(10, DEFAULT_MAX_AGE);
         entries.invalidate(&[1], 8);
         assert_eq!(
-            entries.put(lookup(1), 7, json!({"stock": 3}), now),
+            entries.put(lookup(1), 7, json(serde_json::json!({"stock": 3})), now),
             PutOutcome::Stale
         );
         assert_eq!(entries.get(&lookup(1), now), None);
         assert_eq!(
-            entries.put(lookup(1), 8, json!({"stock": 2}), now),
+            entries.put(lookup(1), 8, json(serde_json::json!({"stock": 2})), now),
             PutOutcome::Stored
         );
-        assert_eq!(entries.get(&lookup(1), now), Some(json!({"stock": 2})));
+        assert_eq!(
+            entries.get(&lookup(1), now),
+            Some(json(serde_json::json!({"stock": 2})))
+        );
     }
 
     #[test]
     fn invalidation_drops_the_value() {
         let now = Instant::now();
         let mut entries = Entries::new(10, DEFAULT_MAX_AGE);
-        entries.put(lookup(1), 3, json!(1), now);
+        entries.put(lookup(1), 3, json(serde_json::json!(1)), now);
         entries.invalidate(&[1], 4);
         assert_eq!(entries.get(&lookup(1), now), None);
     }
@@ -171,12 +178,12 @@ mod tests {
         let now = Instant::now();
         let mut entries = Entries::new(2, DEFAULT_MAX_AGE);
         entries.invalidate(&[1], 50);
-        entries.put(lookup(2), 60, json!(2), now);
-        entries.put(lookup(3), 60, json!(3), now);
+        entries.put(lookup(2), 60, json(serde_json::json!(2)), now);
+        entries.put(lookup(3), 60, json(serde_json::json!(3)), now);
         assert_eq!(entries.len(), 2);
         // The tombstone of item 1 is gone, but its version still guards.
         assert_eq!(
-            entries.put(lookup(1), 49, json!("stale"), now),
+            entries.put(lookup(1), 49, json(serde_json::json!("stale")), now),
             PutOutcome::Stale
         );
     }
@@ -185,7 +192,7 @@ mod tests {
     fn entries_expire_by_age() {
         let now = Instant::now();
         let mut entries = Entries::new(10, Duration::from_secs(1));
-        entries.put(lookup(1), 1, json!(1), now);
+        entries.put(lookup(1), 1, json(serde_json::json!(1)), now);
         assert!(
             entries
                 .get(&lookup(1), now + Duration::from_secs(2))
@@ -197,7 +204,12 @@ mod tests {
     fn clear_forgets_everything() {
         let now = Instant::now();
         let mut entries = Entries::new(10, DEFAULT_MAX_AGE);
-        entries.put(CacheKey::Search("ds".into()), 1, json!([]), now);
+        entries.put(
+            CacheKey::Search("ds".into()),
+            1,
+            json(serde_json::json!([])),
+            now,
+        );
         entries.clear();
         assert!(entries.is_empty());
     }

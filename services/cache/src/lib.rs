@@ -2,8 +2,10 @@
 //! reads skip the catalog. Bounded in entries and age; kept consistent by
 //! versioned puts and the catalog primary's invalidations (see [`entries`]).
 //!
-//! Public port: `GET /search?topic=`, `GET /lookup?item_number=` answer
-//! `{"hit": bool, "value": ...}`.
+//! Public port: `GET /search?topic=`, `GET /lookup?item_number=` answer a hit
+//! with `200` and the cached JSON as the body, verbatim (it is stored as the
+//! bytes the frontend offered, so a hit is never decoded or re-encoded), and
+//! a miss with `204 No Content`.
 //! Peer port: `POST /peer/cache/put`, `/peer/cache/invalidate`, `/peer/cache/clear`.
 
 pub mod entries;
@@ -11,12 +13,16 @@ pub mod entries;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use bookstore_core::ApiError;
-use bookstore_core::api::{CacheGet, CacheInvalidate, CacheKey, CachePut};
+use bookstore_core::api::{CACHE_MISS_STATUS, CacheInvalidate, CacheKey, CachePut};
 use bookstore_core::http::{Listeners, always_ready, serve_service};
 use bookstore_core::metrics::Metrics;
 use bookstore_core::params::{self, QueryParams};
@@ -98,13 +104,15 @@ impl Cache {
         self.entries.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn get(&self, key: &CacheKey, kind: &str) -> CacheGet {
+    fn get(&self, key: &CacheKey, kind: &str) -> Response {
         let value = self.lock().get(key, Instant::now());
         let result = if value.is_some() { "hit" } else { "miss" };
         self.lookups.with_label_values(&[kind, result]).inc();
-        CacheGet {
-            hit: value.is_some(),
-            value,
+        match value {
+            Some(json) => ([(CONTENT_TYPE, "application/json")], json).into_response(),
+            None => StatusCode::from_u16(CACHE_MISS_STATUS)
+                .unwrap_or(StatusCode::NO_CONTENT)
+                .into_response(),
         }
     }
 }
@@ -112,25 +120,26 @@ impl Cache {
 async fn search(
     State(cache): State<Cache>,
     query: Result<Query<QueryParams>, QueryRejection>,
-) -> Result<Json<CacheGet>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let topic = params::topic(&query)?;
-    Ok(Json(cache.get(&CacheKey::Search(topic), "search")))
+    Ok(cache.get(&CacheKey::Search(topic), "search"))
 }
 
 async fn lookup(
     State(cache): State<Cache>,
     query: Result<Query<QueryParams>, QueryRejection>,
-) -> Result<Json<CacheGet>, ApiError> {
+) -> Result<Response, ApiError> {
     let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let item = params::item_number(&query)?;
-    Ok(Json(cache.get(&CacheKey::Lookup(item), "lookup")))
+    Ok(cache.get(&CacheKey::Lookup(item), "lookup"))
 }
 
 async fn put(State(cache): State<Cache>, Json(put): Json<CachePut>) -> Json<serde_json::Value> {
     let outcome = {
         let mut entries = cache.lock();
-        let outcome = entries.put(put.key, put.version, put.value, Instant::now());
+        let value = Bytes::from(String::from(Box::<str>::from(put.value)));
+        let outcome = entries.put(put.key, put.version, value, Instant::now());
         cache.size.set(entries.len() as i64);
         outcome
     };

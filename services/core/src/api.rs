@@ -155,12 +155,13 @@ pub enum CacheKey {
 }
 
 /// A read result offered to the cache, with the catalog version it was read
-/// at (see [`Versioned`]).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// at (see [`Versioned`]). `value` is the JSON of the answer's `result`,
+/// kept as text: the cache stores and serves it verbatim, never re-encoding.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CachePut {
     pub key: CacheKey,
     pub version: u64,
-    pub value: serde_json::Value,
+    pub value: Box<serde_json::value::RawValue>,
 }
 
 /// The catalog primary's notice that these items changed at `version`.
@@ -170,13 +171,9 @@ pub struct CacheInvalidate {
     pub version: u64,
 }
 
-/// A cache read: the value if cached.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CacheGet {
-    pub hit: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<serde_json::Value>,
-}
+/// How the cache answers a read it does not hold: `204 No Content`. A hit
+/// is `200` with the cached JSON as the whole body.
+pub const CACHE_MISS_STATUS: u16 = 204;
 
 /// The body of the catalog's internal `update` (the original's
 /// `update(item_number, cost, stock_update)`): one change at a time.

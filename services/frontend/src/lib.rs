@@ -10,17 +10,20 @@
 //!   failover buy once.
 //! - `GET /orders/{order_number}` reads an order from an in-sync order member.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bookstore_core::ApiError;
 use bookstore_core::api::{
-    BookDetails, BuyRequest, BuyResponse, CacheGet, CacheKey, CachePut, Envelope, Order,
-    SearchEntry, Versioned, new_request_id, validate_request_id,
+    BuyRequest, BuyResponse, CacheKey, CachePut, Envelope, Order, Versioned, new_request_id,
+    validate_request_id,
 };
 use bookstore_core::cluster::Role;
 use bookstore_core::http::{Listeners, always_ready, serve_service};
@@ -33,6 +36,7 @@ use bookstore_core::token::PeerToken;
 use bookstore_replication::directory::Directory;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 
 /// How to run the frontend.
 #[derive(Debug, Clone)]
@@ -44,7 +48,8 @@ pub struct FrontendSettings {
     pub refresh_interval: Duration,
 }
 
-#[derive(Clone)]
+/// The frontend's state, shared by every request (an `Arc`: handlers get it
+/// without copying its settings).
 struct Frontend {
     settings: FrontendSettings,
     directory: Directory,
@@ -66,11 +71,11 @@ pub async fn run(
         settings.coordinator_url.clone(),
         settings.refresh_interval,
     );
-    let frontend = Frontend {
+    let frontend = Arc::new(Frontend {
         settings,
         directory: directory.clone(),
         peers,
-    };
+    });
     let public = Router::new()
         .route("/search", get(search))
         .route("/lookup", get(lookup))
@@ -90,32 +95,30 @@ fn query_params(
 }
 
 async fn search(
-    State(frontend): State<Frontend>,
+    State(frontend): State<Arc<Frontend>>,
     query: Result<Query<QueryParams>, QueryRejection>,
-) -> Result<Json<Envelope<Vec<SearchEntry>>>, ApiError> {
+) -> Result<Response, ApiError> {
     let topic = params::topic(&query_params(query)?)?;
     let key = CacheKey::Search(topic.clone());
-    let result = frontend
+    frontend
         .read_through(key, "query_by_topic", &[("topic", topic.as_str())])
-        .await?;
-    Ok(Json(Envelope { result }))
+        .await
 }
 
 async fn lookup(
-    State(frontend): State<Frontend>,
+    State(frontend): State<Arc<Frontend>>,
     query: Result<Query<QueryParams>, QueryRejection>,
-) -> Result<Json<Envelope<BookDetails>>, ApiError> {
+) -> Result<Response, ApiError> {
     let item = params::item_number(&query_params(query)?)?;
     let key = CacheKey::Lookup(item);
     let item_text = item.to_string();
-    let result = frontend
+    frontend
         .read_through(key, "query_by_item", &[("item_number", item_text.as_str())])
-        .await?;
-    Ok(Json(Envelope { result }))
+        .await
 }
 
 async fn buy_get(
-    State(frontend): State<Frontend>,
+    State(frontend): State<Arc<Frontend>>,
     query: Result<Query<QueryParams>, QueryRejection>,
 ) -> Result<Json<BuyResponse>, ApiError> {
     let query = query_params(query)?;
@@ -129,7 +132,7 @@ async fn buy_get(
 /// `POST /buy` takes a JSON body `{"item_number": N, "request_id": "..."}`,
 /// or, with an empty body, the same fields as query parameters.
 async fn buy_post(
-    State(frontend): State<Frontend>,
+    State(frontend): State<Arc<Frontend>>,
     query: Result<Query<QueryParams>, QueryRejection>,
     body: Bytes,
 ) -> Result<Json<BuyResponse>, ApiError> {
@@ -151,7 +154,7 @@ async fn buy_post(
 }
 
 async fn order(
-    State(frontend): State<Frontend>,
+    State(frontend): State<Arc<Frontend>>,
     Path(raw): Path<String>,
 ) -> Result<Json<Envelope<Order>>, ApiError> {
     let number = params::parse_item_number(&raw).map_err(|_| {
@@ -168,47 +171,34 @@ async fn order(
 
 impl Frontend {
     /// Reads through the cache: a hit answers at once; a miss reads from
-    /// the catalog and offers the result to the cache.
-    async fn read_through<T>(
+    /// the catalog and offers the result to the cache. The result's JSON is
+    /// passed through as text, never decoded: `{"result": <json>}`.
+    async fn read_through(
         &self,
         key: CacheKey,
         path: &str,
         query: &[(&str, &str)],
-    ) -> Result<T, ApiError>
-    where
-        T: Serialize + DeserializeOwned,
-    {
+    ) -> Result<Response, ApiError> {
         if let Some(hit) = self.cache_get(&key, query).await {
-            return Ok(hit);
+            return Ok(envelope(&hit));
         }
-        let read: Versioned<T> = self
+        let read: Versioned<Box<RawValue>> = self
             .read_from(Role::Catalog, "catalog", path, path, query)
             .await?;
-        self.cache_put(key, read.version, &read.value);
-        Ok(read.value)
+        let answer = envelope(read.value.get().as_bytes());
+        self.cache_put(key, read.version, read.value);
+        Ok(answer)
     }
 
-    async fn cache_get<T: DeserializeOwned>(
-        &self,
-        key: &CacheKey,
-        query: &[(&str, &str)],
-    ) -> Option<T> {
+    async fn cache_get(&self, key: &CacheKey, query: &[(&str, &str)]) -> Option<Bytes> {
         let (public, _) = self.settings.cache.as_ref()?;
         let path = match key {
             CacheKey::Lookup(_) => "lookup",
             CacheKey::Search(_) => "search",
         };
         let url = format!("http://{public}/{path}");
-        match self
-            .peers
-            .get::<_, CacheGet>("cache", path, &url, query)
-            .await
-        {
-            Ok(CacheGet {
-                hit: true,
-                value: Some(value),
-            }) => serde_json::from_value(value).ok(),
-            Ok(_) => None,
+        match self.peers.get_bytes("cache", path, &url, query).await {
+            Ok(hit) => hit,
             Err(error) => {
                 tracing::debug!(%error, "cache read failed; reading from the catalog");
                 None
@@ -217,11 +207,8 @@ impl Frontend {
     }
 
     /// Offers a read to the cache without making the client wait for it.
-    fn cache_put<T: Serialize>(&self, key: CacheKey, version: u64, value: &T) {
+    fn cache_put(&self, key: CacheKey, version: u64, value: Box<RawValue>) {
         let Some((_, peer)) = self.settings.cache.clone() else {
-            return;
-        };
-        let Ok(value) = serde_json::to_value(value) else {
             return;
         };
         let peers = self.peers.clone();
@@ -285,4 +272,14 @@ impl Frontend {
         })
         .await
     }
+}
+
+/// The public answer `{"result": <json>}` around a result's JSON text.
+fn envelope(result: &[u8]) -> Response {
+    const OPEN: &[u8] = b"{\"result\":";
+    let mut body = Vec::with_capacity(OPEN.len() + result.len() + 1);
+    body.extend_from_slice(OPEN);
+    body.extend_from_slice(result);
+    body.push(b'}');
+    ([(CONTENT_TYPE, "application/json")], body).into_response()
 }
