@@ -103,18 +103,15 @@ pub async fn track_requests(
     next: Next,
 ) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    // Both are cheap to clone (a shared string, a method without allocation).
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let response = next.run(request).await;
     metrics
         .http_duration
         .with_label_values(&[
             metrics.service(),
-            route.as_str(),
+            route.as_ref().map_or("unmatched", MatchedPath::as_str),
             method.as_str(),
             response.status().as_str(),
         ])
