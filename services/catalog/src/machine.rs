@@ -143,6 +143,18 @@ impl CatalogMachine {
         Ok(())
     }
 
+    /// A command changes only stock and cost: update those two in place
+    /// (cheaper than replacing the whole row and its text).
+    fn save_stock_and_cost(tx: &Transaction, book: &Book) -> rusqlite::Result<()> {
+        tx.prepare_cached("UPDATE books SET stock = ?2, cost = ?3 WHERE item_number = ?1")?
+            .execute(params![
+                book.item_number as i64,
+                book.stock as i64,
+                book.cost as i64
+            ])?;
+        Ok(())
+    }
+
     fn save_request(
         tx: &Transaction,
         request_id: &str,
@@ -268,7 +280,7 @@ impl StateMachine for CatalogMachine {
             }
         };
         if let Some(book) = self.books.get(&command.item_number()) {
-            Self::save_book(tx, book)?;
+            Self::save_stock_and_cost(tx, book)?;
         }
         Ok(output)
     }
