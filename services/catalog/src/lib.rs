@@ -7,8 +7,9 @@
 //! change or a cost change; forwarded to the primary), and the replication
 //! API of [`bookstore_replication::node`].
 //!
-//! The primary invalidates the cache entries of every changed book before it
-//! answers a write, and clears the cache when it is promoted.
+//! The primary invalidates the cache entries of every book a batch of writes
+//! touches while the batch is made durable, before it answers any of them,
+//! and clears the cache when it is promoted.
 
 pub mod machine;
 
@@ -159,17 +160,10 @@ struct CacheNotifier {
 impl CacheNotifier {
     fn commit_hook(&self) -> CommitHook<CatalogMachine> {
         let notifier = self.clone();
-        Arc::new(move |version, batch| {
-            let item_numbers: Vec<_> = batch
-                .iter()
-                .filter(|(_, output)| {
-                    matches!(
-                        output,
-                        CatalogOutput::Adjusted { .. } | CatalogOutput::CostSet { .. }
-                    )
-                })
-                .map(|(command, _)| command.item_number())
-                .collect();
+        Arc::new(move |version, commands: &[CatalogCommand]| {
+            // Every book a command may change (a failed stock change leaves
+            // a harmless extra tombstone).
+            let item_numbers: Vec<_> = commands.iter().map(CatalogCommand::item_number).collect();
             let notifier = notifier.clone();
             Box::pin(async move { notifier.invalidate(item_numbers, version).await }) as BoxFuture
         })

@@ -74,8 +74,9 @@ pub async fn run(
         settings.node.coordinator_url.clone(),
         settings.node.heartbeat_interval,
     );
-    let noop_commit =
-        std::sync::Arc::new(|_, _| Box::pin(async {}) as bookstore_replication::node::BoxFuture);
+    let noop_commit = std::sync::Arc::new(|_, _: &[OrderCommand]| {
+        Box::pin(async {}) as bookstore_replication::node::BoxFuture
+    });
     let noop_promote =
         std::sync::Arc::new(|| Box::pin(async {}) as bookstore_replication::node::BoxFuture);
     let node = Node::start(

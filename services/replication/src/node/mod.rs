@@ -12,12 +12,13 @@
 //! A write on the primary, step by step (see `writer::Writer::lead`):
 //! 1. Gather every write queued so far into one batch (group commit).
 //! 2. Apply it to the local database in one transaction and, at the same
-//!    time, send it to every in-sync replica and learner.
-//! 3. Wait until the local commit (one fsync) and every in-sync replica's
-//!    commit are done. A replica that failed is dropped from the in-sync set
-//!    through the coordinator before anything is acknowledged.
-//! 4. Publish the new state to readers, run the commit hook (the catalog
-//!    invalidates cache entries), then answer every write of the batch.
+//!    time, send it to every in-sync replica and learner and run the commit
+//!    hook (the catalog invalidates cache entries).
+//! 3. Wait until the local commit (one fsync), every in-sync replica's
+//!    commit and the hook are done. A replica that failed is dropped from
+//!    the in-sync set through the coordinator before anything is
+//!    acknowledged.
+//! 4. Publish the new state to readers, then answer every write of the batch.
 
 mod membership;
 pub mod messages;
@@ -61,14 +62,15 @@ const WRITER_QUEUE: usize = 4096;
 /// A boxed future, for hooks.
 pub type BoxFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// Runs after a batch is durable on every in-sync member, before any write of
-/// it is answered: the log index of its last write, and each command with its
-/// output. The catalog invalidates cache entries here.
-pub type CommitHook<M> = Arc<
-    dyn Fn(LogIndex, Vec<(<M as StateMachine>::Command, <M as StateMachine>::Output)>) -> BoxFuture
-        + Send
-        + Sync,
->;
+/// Runs while a batch is being made durable, and finishes before any write
+/// of it is answered: the log index of the batch's last write, and its
+/// commands. The catalog invalidates the cache entries of the books they
+/// touch here. That is safe before the batch is durable: the invalidation
+/// leaves a tombstone at that index, so the cache refuses any read older
+/// than the batch, and readers see the batch only after it is durable. Doing
+/// it while the disks sync keeps a round trip off every write.
+pub type CommitHook<M> =
+    Arc<dyn Fn(LogIndex, &[<M as StateMachine>::Command]) -> BoxFuture + Send + Sync>;
 /// Runs when this member becomes primary, before it takes its first write.
 pub type PromoteHook = Arc<dyn Fn() -> BoxFuture + Send + Sync>;
 

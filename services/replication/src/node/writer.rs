@@ -187,22 +187,23 @@ impl<M: StateMachine> Writer<M> {
             request.clone(),
             format!("{}-replica", self.shared.config.tier),
         );
-        let (local, remote) = tokio::join!(local, remote);
+        let hook = (self.on_commit)(position.applied, &commands);
+        let (local, remote, ()) = tokio::join!(local, remote, hook);
         let outputs = match local {
             Ok(outputs) => outputs,
             Err(error) => fatal_storage_error(&self.shared.config, &error),
         };
         self.position = position;
-        self.shared.set_applied(position.applied, position.epoch);
         let outcome = self.settle_replication(remote, &leadership).await;
         // Readers see the batch only now: it is durable on every in-sync
         // member (or, on failure, at least committed here and never answered).
+        // The index readers get moves only after the view: a read must never
+        // pair the new index with the old state, or the cache could take that
+        // old state as being as new as the batch's invalidation.
         self.with_db(|db| db.machine.publish());
-        let last = self.position.applied;
+        self.shared.set_applied(position.applied, position.epoch);
         match outcome {
             Ok(()) => {
-                let pairs: Vec<_> = commands.into_iter().zip(outputs.iter().cloned()).collect();
-                (self.on_commit)(last, pairs).await;
                 for (reply, output) in replies.into_iter().zip(outputs) {
                     let _ = reply.send(Ok(output));
                 }
