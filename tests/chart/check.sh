@@ -12,12 +12,15 @@
 #  5. the Grafana dashboard: every query parses (promtool, from Debian's prometheus
 #     package, unpacked under ~/.cache/bookstore) and names metrics and label values
 #     that the code exports;
-#  6. the real API server (tests/cluster) accepts both renders and the sample
-#     k8s/bookstore.yaml with `kubectl apply --dry-run=server` (prometheus-operator's CRDs come from the Go
-#     module proxy, pinned below, cached under ~/.cache/bookstore), and rejects a
-#     broken one;
-#  7. the RBAC, applied for real, lets the operator's ServiceAccount make every call
-#     operator/src makes (as that ServiceAccount, through impersonation) and no more.
+#  6. k8s/kind-config.yaml decodes strictly into kind's own config types
+#     (sigs.k8s.io/kind, pinned in tests/chart/kindconfig/go.mod);
+#  7. the real API server (tests/cluster) accepts both renders and the sample
+#     k8s/bookstore.yaml with `kubectl apply --dry-run=server` (prometheus-operator's
+#     CRDs come from the Go module proxy, pinned below, cached under
+#     ~/.cache/bookstore), as does `helm install --dry-run=server`, and it rejects a
+#     broken render;
+#  8. the RBAC, applied for real, lets the operator's ServiceAccount make every call
+#     operator/src makes (through impersonation, or with its own token) and no more.
 #
 # It uses a running test cluster as it is (never stops it); if none runs it starts
 # `tests/cluster/cluster.sh up api-only` and stops it afterwards. Everything it
@@ -274,7 +277,16 @@ done < <(grep -oE '\b(service|route|operation|from|to|kind|result)="[^"]*"' "$OU
 [ -z "$unknown" ] || fail "the dashboard matches label values no code sets:$unknown"
 ok "every metric and label value the dashboard queries is exported by the code"
 
-# ---------------------------------------------------------------- 6. the real API server
+# ---------------------------------------------------------------- 6. the kind config
+
+kindconfig() { (cd "$HERE/kindconfig" && GOTOOLCHAIN=local GOFLAGS=-mod=readonly timeout 600 go run . "$@"); }
+kindconfig "$REPO/k8s/kind-config.yaml" >"$OUT/kindconfig.log" 2>&1 \
+  || { cat "$OUT/kindconfig.log" >&2; fail "k8s/kind-config.yaml is not a kind v1alpha4 Cluster"; }
+printf 'kind: Cluster\napiVersion: kind.x-k8s.io/v1alpha4\nnodes:\n  - rol: worker\n' >"$OUT/bad-kind-config.yaml"
+if kindconfig "$OUT/bad-kind-config.yaml" >/dev/null 2>&1; then fail "the kind config check accepted a misspelt field"; fi
+ok "k8s/kind-config.yaml is a kind v1alpha4 Cluster (kind's own types, strict; a misspelt field fails)"
+
+# ---------------------------------------------------------------- 7. the real API server
 
 started_cluster=0
 cleanup() {
@@ -347,7 +359,7 @@ fi
 grep -q 'Invalid value' "$OUT/dry-run-broken.log" || { cat "$OUT/dry-run-broken.log" >&2; fail "the broken render failed for another reason"; }
 ok "the API server rejects a render with an invalid label (the dry run can fail)"
 
-# ---------------------------------------------------------------- 7. the RBAC, for real
+# ---------------------------------------------------------------- 8. the RBAC, for real
 
 docs "$DEFAULT" '.[] | select(.kind | test("^(ServiceAccount|ClusterRole|ClusterRoleBinding|Role|RoleBinding)$"))' \
   | kc apply -f - >/dev/null || fail "applying the chart's RBAC failed"
