@@ -17,8 +17,8 @@
 #  7. the real API server (tests/cluster) accepts both renders and the sample
 #     k8s/bookstore.yaml with `kubectl apply --dry-run=server` (prometheus-operator's
 #     CRDs come from the Go module proxy, pinned below, cached under
-#     ~/.cache/bookstore), as does `helm install --dry-run=server`, and it rejects a
-#     broken render;
+#     ~/.cache/bookstore), as does `helm install --dry-run=server`, without a Pod
+#     Security "restricted" warning; and it rejects a broken render;
 #  8. the RBAC, applied for real, lets the operator's ServiceAccount make every call
 #     operator/src makes (through impersonation, or with its own token) and no more.
 #
@@ -316,7 +316,13 @@ fi
 kc get --raw /readyz >/dev/null || fail "the API server at $KCFG is not ready"
 
 for n in "$NS" "$NS_STORES"; do
+  # A namespace left terminating by an earlier run must be gone first.
+  if [ "$(kc get namespace "$n" -o jsonpath='{.status.phase}' 2>/dev/null)" = Terminating ]; then
+    kc wait --for=delete "namespace/$n" --timeout=180s >/dev/null || fail "namespace $n is still terminating"
+  fi
   kc get namespace "$n" >/dev/null 2>&1 || kc create namespace "$n" >/dev/null || fail "cannot create namespace $n"
+  # Pod Security admission warns about any pod template short of "restricted".
+  kc label --overwrite namespace "$n" pod-security.kubernetes.io/warn=restricted >/dev/null || fail "cannot label namespace $n"
 done
 CRDS=$(prometheus_operator_crds)
 # The kinds a dry run is asked to create must exist: install the CRDs for real,
@@ -338,7 +344,15 @@ for render in "$DEFAULT" "$ALL"; do
   want=$(docs "$render" 'length')
   [ "$n" = "$want" ] || { cat "$OUT/dry-run.log" >&2; fail "dry run of $render: $n of $want objects"; }
   ok "the API server accepts all $n objects of $(basename "$render") (--dry-run=server)"
+  if grep -i 'PodSecurity' "$OUT/dry-run.log" >&2; then fail "the operator's pod is not Pod Security 'restricted' ($render)"; fi
+  ok "the operator's pod meets Pod Security 'restricted' ($(basename "$render"))"
 done
+helm template "$RELEASE" "$CHART" -n "$NS" --set securityContext=null --set podSecurityContext=null >"$OUT/insecure.yaml" \
+  || fail "helm template without security contexts"
+kc apply --dry-run=server -f "$OUT/insecure.yaml" >"$OUT/dry-run-insecure.log" 2>&1 || { cat "$OUT/dry-run-insecure.log" >&2; fail "dry run without security contexts"; }
+grep -q 'would violate PodSecurity "restricted' "$OUT/dry-run-insecure.log" \
+  || { cat "$OUT/dry-run-insecure.log" >&2; fail "no Pod Security warning for a pod without security contexts"; }
+ok "without the security contexts the same dry run warns (the check can fail)"
 kc -n "$NS_STORES" apply --dry-run=server --validate=strict -f "$REPO/k8s/bookstore.yaml" >"$OUT/dry-run.log" 2>&1 \
   || { cat "$OUT/dry-run.log" >&2; fail "the API server refused k8s/bookstore.yaml"; }
 ok "the API server accepts the sample k8s/bookstore.yaml (strict field validation)"
@@ -448,7 +462,9 @@ ok "the operator patches a BookStore's status, creates and patches an Event"
 # (which would adopt and delete it): the operator labels it.
 kc -n "$NS_STORES" apply -f - >/dev/null <<EOF || fail "creating a gated pod"
 {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "rbac2-catalog-0", "labels": ${labels//\"rbac\"/\"rbac2\"}},
- "spec": {"schedulingGates": [{"name": "mybookstore.dev/never"}], "containers": [{"name": "c", "image": "localhost/bookstore:dev"}]}}
+ "spec": {"schedulingGates": [{"name": "mybookstore.dev/never"}], "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+  "containers": [{"name": "c", "image": "localhost/bookstore:dev",
+   "securityContext": {"allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}}}]}}
 EOF
 as -n "$NS_STORES" get pod rbac2-catalog-0 -o name >/dev/null || fail "get pod as the operator"
 as -n "$NS_STORES" patch pod rbac2-catalog-0 --type=merge -p '{"metadata": {"labels": {"mybookstore.dev/role": "primary"}}}' >/dev/null \
