@@ -64,6 +64,19 @@ fn replicated_tiers_are_statefulsets_with_volumes_and_hostname_ordinals() {
     let args = container.args.as_ref().expect("args");
     assert_eq!(args[0], "catalog");
     assert!(args.contains(&"--ordinal-from-hostname".to_owned()));
+    let advertised = args
+        .iter()
+        .position(|a| a == "--advertise-host")
+        .expect("--advertise-host");
+    assert_eq!(args[advertised + 1], "$(POD_IP)");
+    let env = container.env.as_ref().expect("env");
+    let pod_ip = env.iter().find(|e| e.name == "POD_IP").expect("POD_IP");
+    let field = pod_ip
+        .value_from
+        .as_ref()
+        .and_then(|v| v.field_ref.as_ref())
+        .expect("a field ref");
+    assert_eq!(field.field_path, "status.podIP");
     let security = container.security_context.as_ref().expect("security");
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());

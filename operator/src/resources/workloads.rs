@@ -9,9 +9,9 @@ use bookstore_core::cluster::Role;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    HTTPGetAction, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSecurityContext, PodSpec,
-    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
-    VolumeMount, VolumeResourceRequirements,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
+    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -196,6 +196,10 @@ fn container(spec: &BookStoreSpec, inputs: &Inputs, role: Role) -> Container {
     ];
     if role.is_replicated() {
         args.push("--ordinal-from-hostname".to_owned());
+        // Peers reach a member at its pod IP: a recreated pod's DNS record
+        // may be stale in resolvers' caches for a while.
+        args.push("--advertise-host".to_owned());
+        args.push("$(POD_IP)".to_owned());
     }
     if spec.replicas.cache == 0 {
         args.push("--no-cache".to_owned());
@@ -216,11 +220,24 @@ fn container(spec: &BookStoreSpec, inputs: &Inputs, role: Role) -> Container {
         image: Some(spec.image.clone()),
         image_pull_policy: Some("IfNotPresent".to_owned()),
         args: Some(args),
-        env: Some(vec![EnvVar {
-            name: "BOOKSTORE_LOG_FORMAT".to_owned(),
-            value: Some("json".to_owned()),
-            ..Default::default()
-        }]),
+        env: Some(vec![
+            EnvVar {
+                name: "BOOKSTORE_LOG_FORMAT".to_owned(),
+                value: Some("json".to_owned()),
+                ..Default::default()
+            },
+            EnvVar {
+                name: "POD_IP".to_owned(),
+                value_from: Some(EnvVarSource {
+                    field_ref: Some(ObjectFieldSelector {
+                        field_path: "status.podIP".to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ]),
         ports: Some(vec![
             ContainerPort {
                 name: Some("http".to_owned()),

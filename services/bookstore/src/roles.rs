@@ -28,6 +28,12 @@ pub struct RoleArgs {
     /// ports, instead of on the cluster file's address itself.
     #[arg(long, env = "BOOKSTORE_BIND_HOST")]
     pub bind_host: Option<String>,
+    /// Advertise this host (e.g. the pod's IP) to the coordinator and the
+    /// other members, at the cluster file's ports. In Kubernetes a new pod
+    /// of a member gets a new IP that DNS caches may not know yet; its IP is
+    /// reachable at once.
+    #[arg(long, env = "BOOKSTORE_ADVERTISE_HOST")]
+    pub advertise_host: Option<String>,
     /// The coordinator's base URL (default: from the cluster file). The
     /// operator serves one coordinator per store under a path prefix.
     #[arg(long, env = "BOOKSTORE_COORDINATOR_URL")]
@@ -125,12 +131,17 @@ fn node_config(
     me: &Member,
     args: &RoleArgs,
 ) -> anyhow::Result<NodeConfig> {
+    let public = me.public.clone().unwrap_or_default();
+    let (public_addr, peer_addr) = match &args.advertise_host {
+        Some(host) => (rebind(&public, host)?, rebind(&me.peer, host)?),
+        None => (public, me.peer.clone()),
+    };
     Ok(NodeConfig {
         tier: me.role,
         ordinal: me.ordinal,
         data_dir: args.store.data_dir.clone(),
-        public_addr: me.public.clone().unwrap_or_default(),
-        peer_addr: me.peer.clone(),
+        public_addr,
+        peer_addr,
         coordinator_url: coordinator_url(cluster, args)?,
         heartbeat_interval: args.store.heartbeat_interval(),
     })
