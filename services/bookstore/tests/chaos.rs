@@ -32,6 +32,7 @@ fn plan() -> LoadPlan {
         min_buys: 2500,
         limit: Duration::from_secs(240),
         buy_deadline: Duration::from_secs(30),
+        pause: Duration::ZERO,
         request_prefix: "chaos".to_owned(),
     }
 }

@@ -28,6 +28,8 @@ pub struct LoadPlan {
     pub limit: Duration,
     /// How long one buy may be retried before it counts as unresolved.
     pub buy_deadline: Duration,
+    /// Each buyer waits this long between buys (zero: as fast as it can).
+    pub pause: Duration,
     /// Request ids start with this, so two loads never share one.
     pub request_prefix: String,
 }
@@ -109,6 +111,7 @@ impl BuyLoad {
                         break;
                     }
                     buyer.buy_until_answered(n).await;
+                    tokio::time::sleep(buyer.plan.pause).await;
                 }
             });
         }
