@@ -97,7 +97,7 @@ impl Coordination {
             .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
             .collect();
         let last_failover = Arc::new(Mutex::new(None));
-        let hook = self.change_hook(store.object_ref(&()), last_failover.clone());
+        let hook = self.change_hook(store.object_ref(&()), names.clone(), last_failover.clone());
         let server = CoordinatorServer::for_store(
             &format!("{}/{}", names.namespace, names.name),
             config,
@@ -177,6 +177,7 @@ impl Coordination {
     fn change_hook(
         &self,
         reference: ObjectReference,
+        names: StoreNames,
         last_failover: Arc<Mutex<Option<Time>>>,
     ) -> bookstore_replication::coordinator_server::ChangeHook {
         let recorder = self.recorder.clone();
@@ -188,7 +189,7 @@ impl Coordination {
             let Some(recorder) = recorder.clone() else {
                 return;
             };
-            let event = event_for(change);
+            let event = event_for(&names, change);
             let reference = reference.clone();
             tokio::spawn(async move {
                 if let Err(error) = recorder.publish(&event, &reference).await {
@@ -239,8 +240,11 @@ impl Coordination {
     }
 }
 
-/// The Event that tells a person what a topology change was.
-pub fn event_for(change: &Published) -> Event {
+/// The Event that tells a person what a topology change was. It names the
+/// tier's primary pod as the related object: Events about one object with
+/// the same reason and related object are counted as one series, so without
+/// it an order failover would only bump the count of a catalog one.
+pub fn event_for(names: &StoreNames, change: &Published) -> Event {
     let topology = &change.topology;
     let (reason, action, type_) = match (change.failover, change.previous_primary) {
         (true, _) => ("Failover", "FailOver", EventType::Warning),
@@ -263,7 +267,13 @@ pub fn event_for(change: &Published) -> Event {
                 .map_or("none".to_owned(), |p| p.to_string())
         )),
         action: action.to_owned(),
-        secondary: None,
+        secondary: topology.primary.map(|ordinal| ObjectReference {
+            api_version: Some("v1".to_owned()),
+            kind: Some("Pod".to_owned()),
+            name: Some(names.pod(topology.tier, ordinal)),
+            namespace: Some(names.namespace.clone()),
+            ..Default::default()
+        }),
     }
 }
 
@@ -337,13 +347,15 @@ mod tests {
 
     #[test]
     fn events_name_the_kind_of_change() {
-        let failover = event_for(&published(
-            true,
-            Some(0),
-            "catalog primary moved from 0 to 1",
-        ));
+        let names = StoreNames::new("shop", "books");
+        let failover = event_for(
+            &names,
+            &published(true, Some(0), "catalog primary moved from 0 to 1"),
+        );
         assert_eq!(failover.reason, "Failover");
         assert!(matches!(failover.type_, EventType::Warning));
+        let related = failover.secondary.as_ref().expect("the primary pod");
+        assert_eq!(related.name.as_deref(), Some("shop-catalog-1"));
         assert!(
             failover
                 .note
@@ -352,15 +364,23 @@ mod tests {
                 .contains("epoch 7")
         );
         assert_eq!(
-            event_for(&published(false, Some(1), "moved")).reason,
+            event_for(&names, &published(false, Some(1), "moved")).reason,
             "Handover"
         );
         assert_eq!(
-            event_for(&published(false, None, "added [catalog-0], dropped []")).reason,
+            event_for(
+                &names,
+                &published(false, None, "added [catalog-0], dropped []")
+            )
+            .reason,
             "Resynced"
         );
         assert_eq!(
-            event_for(&published(false, None, "added [], dropped [catalog-0]")).reason,
+            event_for(
+                &names,
+                &published(false, None, "added [], dropped [catalog-0]")
+            )
+            .reason,
             "TopologyChanged"
         );
     }
