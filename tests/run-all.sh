@@ -31,7 +31,7 @@ need_rust() {
 step "toolchain" need_rust
 step "format (cargo fmt --check)" cargo fmt --all -- --check
 step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
-step "unit, service, system and chaos tests (cargo test)" cargo test --workspace --locked
+step "unit, service, system, chaos, operator (API server) and end-to-end (Kubernetes) tests (cargo test)" cargo test --workspace --locked
 step "release build" cargo build --release --locked --bin bookstore --bin bookstore-operator
 step "real single-node Kubernetes cluster (tests/cluster/smoke.sh)" tests/cluster/smoke.sh
 step "Helm chart: lint, template, schema, dashboard, server dry run, RBAC (tests/chart/check.sh)" tests/chart/check.sh
