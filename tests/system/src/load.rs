@@ -144,6 +144,26 @@ impl BuyLoad {
         }
     }
 
+    /// The longest time between two successful answers (or from `since` to
+    /// the first) among buys answered after `since`: how long buyers saw the
+    /// store unable to sell around a crash.
+    pub fn longest_gap_since(&self, since: Instant) -> Duration {
+        let mut answered: Vec<Instant> = lock(&self.ledger)
+            .success_times
+            .iter()
+            .map(|(_, answered)| *answered)
+            .filter(|answered| *answered >= since)
+            .collect();
+        answered.sort_unstable();
+        let mut previous = since;
+        let mut longest = Duration::ZERO;
+        for answer in answered {
+            longest = longest.max(answer.duration_since(previous));
+            previous = answer;
+        }
+        longest
+    }
+
     /// Lets the load stop once it made its minimum, waits for it, and returns
     /// the ledger.
     pub async fn finish(mut self) -> Ledger {

@@ -1,0 +1,423 @@
+//! The end-to-end test on a real single-node Kubernetes (kubelet, containerd,
+//! kube-proxy, CoreDNS; `tests/cluster/cluster.sh up`), done the way a user
+//! does it:
+//! - import the images, `helm install` the chart, `kubectl apply` a BookStore
+//!   (the sample, with volumes from this cluster), wait for `Ready`;
+//! - run `bookstore client` (the original's tests 1-4) against the frontend
+//!   Service;
+//! - under a bounded concurrent buy load through the frontend Service, delete
+//!   the catalog primary's pod, then the order primary's: the next ordinal
+//!   takes over under a higher epoch, an Event records it, the StatefulSet
+//!   brings the pod back, it resyncs and takes the primary back; afterwards
+//!   nothing is oversold, every order is readable, replicas are identical;
+//! - Prometheus (Debian's package) scrapes the store and the operator (the
+//!   pods annotated for it), and every query of the Grafana dashboard returns
+//!   data;
+//! - deleting the BookStore and `helm uninstall` remove every object.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use bookstore_operator::crd::{BookStore, BookStoreStatus};
+use bookstore_system_tests::cluster::{Cluster, Mode, run};
+use bookstore_system_tests::store;
+use bookstore_system_tests::store::{condition, peer_token, tier as tier_status};
+use bookstore_system_tests::{
+    BuyLoad, LoadPlan, check_every_order_is_readable, check_stock_matches_successes, eventually,
+};
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use serde_json::{Value, json};
+
+mod prometheus;
+use prometheus::Prometheus;
+
+const OPERATOR_NAMESPACE: &str = "bookstore-system";
+const NAMESPACE: &str = "bookstore-e2e";
+const STORAGE_CLASS: &str = "bookstore-e2e";
+/// More than the load can buy: every buy while the load runs can succeed, so
+/// the first success after a crash measures the failover.
+const STOCK: u64 = 2000;
+const WAIT: Duration = Duration::from_secs(240);
+
+fn plan() -> LoadPlan {
+    LoadPlan {
+        first_item: 101,
+        items: 20,
+        buyers: 8,
+        max_buys: 30000,
+        min_buys: 1500,
+        limit: Duration::from_secs(420),
+        buy_deadline: Duration::from_secs(60),
+        pause: Duration::from_millis(20),
+        request_prefix: "e2e".to_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bookstore_on_kubernetes_end_to_end() {
+    let cluster = Cluster::start(Mode::Full);
+    cluster.import_images();
+    let client = cluster.client().await;
+    let work = cluster.root.join("target/e2e");
+    std::fs::create_dir_all(&work).expect("a work directory");
+
+    // Install as a user does: the chart, then a BookStore.
+    remove_earlier_runs(&cluster);
+    install_chart(&cluster);
+    cluster.kubectl(&["create", "namespace", NAMESPACE]);
+    let sample = sample_store();
+    let name = sample.name_any();
+    provide_volumes(&cluster, &sample);
+    let inventory = format!(
+        "{}{}",
+        std::fs::read_to_string(cluster.root.join("config/inventory.txt"))
+            .expect("the default inventory"),
+        plan().inventory(STOCK)
+    );
+    let inventory_file = work.join("inventory.txt");
+    std::fs::write(&inventory_file, &inventory).expect("the inventory file");
+    let store_file = work.join("bookstore.yaml");
+    std::fs::write(&store_file, store_manifest(&sample, &inventory))
+        .expect("the BookStore manifest");
+    cluster.kubectl(&["apply", "-n", NAMESPACE, "-f", path(&store_file)]);
+    let stores = Api::<BookStore>::namespaced(client.clone(), NAMESPACE);
+    let started = Instant::now();
+    wait_status(&stores, &name, "the store is Ready", |s| {
+        condition(s, "Ready") == Some("True")
+    })
+    .await;
+    println!("store Ready {:?} after kubectl apply", started.elapsed());
+    println!("{}", cluster.kubectl(&["get", "bs", "-n", NAMESPACE]));
+
+    // The original's test cases, through the frontend Service.
+    let frontend = frontend_url(&client, &name).await;
+    run(Command::new(cluster.root.join("target/release/bookstore"))
+        .args(["client", "--frontend", &frontend, "--inventory"])
+        .arg(&inventory_file));
+
+    // Prometheus scrapes from now on, so the dashboard shows the crashes.
+    let prometheus = Prometheus::start(&client, &work, &[NAMESPACE, OPERATOR_NAMESPACE]);
+
+    // Crashes under load.
+    let plan = plan();
+    let load = BuyLoad::start(&frontend, &plan);
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    let mut timings = Vec::new();
+    for tier in ["catalog", "order"] {
+        timings.push(crash_primary(&cluster, &stores, &pods, &client, &name, tier, &load).await);
+    }
+    let ledger = load.finish().await;
+    println!("load: {}", ledger.summary());
+    for timing in &timings {
+        println!("{timing}");
+    }
+    assert_eq!(ledger.unresolved, 0, "every buy got a definite answer");
+    wait_status(&stores, &name, "the store is Ready again", |s| {
+        condition(s, "Ready") == Some("True")
+    })
+    .await;
+    check_stock_matches_successes(&frontend, &plan, STOCK, &ledger).await;
+    check_every_order_is_readable(&frontend, &ledger).await;
+    check_replicas_identical(&client, &name).await;
+
+    // Metrics: every query of the dashboard answers from the real Prometheus
+    // that scraped the store and the operator through all of the above.
+    prometheus.check_dashboard(&cluster.root).await;
+    drop(prometheus);
+
+    // Uninstall: the store's objects, then the operator's, go.
+    cluster.kubectl(&[
+        "delete",
+        "-n",
+        NAMESPACE,
+        "-f",
+        path(&store_file),
+        "--wait=true",
+    ]);
+    let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), NAMESPACE);
+    let services = Api::<Service>::namespaced(client.clone(), NAMESPACE);
+    eventually("the store's objects are gone", WAIT, || async {
+        let left = stateful_sets
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .len()
+            + services
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .len()
+            + pods.list(&ListParams::default()).await.ok()?.items.len();
+        (left == 0).then_some(())
+    })
+    .await;
+    cluster.helm(&["uninstall", "bookstore", "-n", OPERATOR_NAMESPACE, "--wait"]);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), OPERATOR_NAMESPACE);
+    eventually("the operator is gone", WAIT, || async {
+        deployments
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .is_empty()
+            .then_some(())
+    })
+    .await; // The volumes' claims are kept with the data (a StatefulSet keeps them);
+    // this test's namespace and volumes go with it.
+    remove_earlier_runs(&cluster);
+}
+
+fn path(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// A cluster that was already up may hold what an earlier run left.
+fn remove_earlier_runs(cluster: &Cluster) {
+    cluster.kubectl(&[
+        "delete",
+        "namespace",
+        NAMESPACE,
+        "--ignore-not-found",
+        "--wait=true",
+    ]);
+    cluster.helm(&[
+        "uninstall",
+        "bookstore",
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--ignore-not-found",
+        "--wait",
+    ]);
+    cluster.kubectl(&[
+        "delete",
+        "persistentvolume",
+        "-l",
+        "app.kubernetes.io/part-of=bookstore-e2e",
+        "--ignore-not-found",
+    ]);
+}
+
+fn install_chart(cluster: &Cluster) {
+    let chart = cluster.root.join("charts/bookstore");
+    cluster.helm(&[
+        "install",
+        "bookstore",
+        path(&chart),
+        "--namespace",
+        OPERATOR_NAMESPACE,
+        "--create-namespace",
+        "--set",
+        "image.pullPolicy=Never",
+        "--wait",
+        "--timeout",
+        "180s",
+    ]);
+}
+
+/// The sample a user applies (`k8s/bookstore.yaml`).
+fn sample_store() -> BookStore {
+    let text = std::fs::read_to_string(
+        bookstore_system_tests::cluster::repo_root().join("k8s/bookstore.yaml"),
+    )
+    .expect("k8s/bookstore.yaml");
+    serde_yaml::from_str(&text).expect("the sample is a BookStore")
+}
+
+/// The sample with this test's inventory and this cluster's volumes.
+fn store_manifest(sample: &BookStore, inventory: &str) -> String {
+    let mut store = sample.clone();
+    store.spec.storage.storage_class_name = Some(STORAGE_CLASS.to_owned());
+    store.spec.inventory = Some(bookstore_operator::crd::Inventory {
+        lines: Some(inventory.to_owned()),
+        config_map: None,
+    });
+    serde_yaml::to_string(&store).expect("a manifest")
+}
+
+/// This cluster has no volume provisioner: one hostPath volume per member,
+/// owned by the containers' user, in a StorageClass of their own.
+fn provide_volumes(cluster: &Cluster, store: &BookStore) {
+    let root = cluster.root.join("target/e2e/volumes");
+    let _ = std::fs::remove_dir_all(&root);
+    let mut manifests = vec![json!({
+        "apiVersion": "storage.k8s.io/v1",
+        "kind": "StorageClass",
+        "metadata": {"name": STORAGE_CLASS},
+        "provisioner": "kubernetes.io/no-provisioner",
+        "volumeBindingMode": "WaitForFirstConsumer",
+    })];
+    let members = store.spec.replicas.catalog + store.spec.replicas.order;
+    for n in 0..members {
+        let dir = root.join(format!("pv-{n}"));
+        std::fs::create_dir_all(&dir).expect("a volume directory");
+        run(Command::new("chown").arg("65532:65532").arg(&dir));
+        manifests.push(json!({
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {
+                "name": format!("bookstore-e2e-{n}"),
+                "labels": {"app.kubernetes.io/part-of": "bookstore-e2e"},
+            },
+            "spec": {
+                "storageClassName": STORAGE_CLASS,
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "hostPath": {"path": path(&dir), "type": "Directory"},
+            },
+        }));
+    }
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": manifests});
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &list.to_string());
+}
+
+async fn frontend_url(client: &Client, store: &str) -> String {
+    let services = Api::<Service>::namespaced(client.clone(), NAMESPACE);
+    let service = services
+        .get(&format!("{store}-frontend"))
+        .await
+        .expect("the frontend Service");
+    let ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("the frontend Service has a ClusterIP");
+    format!("http://{ip}:8000")
+}
+
+/// Deletes a tier's primary pod under load and follows the store through
+/// failover, return, resync and handover. Returns what it measured.
+async fn crash_primary(
+    cluster: &Cluster,
+    stores: &Api<BookStore>,
+    pods: &Api<Pod>,
+    client: &Client,
+    store: &str,
+    tier: &str,
+    load: &BuyLoad,
+) -> String {
+    let before = wait_status(
+        stores,
+        store,
+        &format!("{tier} has primary 0, all in sync"),
+        |s| {
+            let t = tier_status(s, tier);
+            t.primary == Some(0) && t.in_sync_members == t.desired_members
+        },
+    )
+    .await;
+    let epoch = tier_status(&before, tier).epoch;
+    let victim = format!("{store}-{tier}-0");
+    let old_uid = pods.get(&victim).await.expect("the primary's pod").uid();
+    let deleted_at = Instant::now();
+    cluster.kubectl(&["delete", "pod", "-n", NAMESPACE, &victim, "--wait=false"]);
+
+    let failed_over = wait_status(
+        stores,
+        store,
+        &format!("{tier} fails over to ordinal 1"),
+        |s| {
+            let t = tier_status(s, tier);
+            t.primary == Some(1) && t.epoch > epoch
+        },
+    )
+    .await;
+    let status_after = deleted_at.elapsed();
+    let buys_after = load.first_success_after(deleted_at, WAIT).await;
+    store::wait_event(client, NAMESPACE, store, "Failover", tier, WAIT).await;
+
+    let failover_epoch = tier_status(&failed_over, tier).epoch;
+    eventually(&format!("{victim} returns"), WAIT, || async {
+        pods.get_opt(&victim)
+            .await
+            .ok()?
+            .filter(|p| p.uid() != old_uid)
+            .map(|_| ())
+    })
+    .await;
+    wait_status(
+        stores,
+        store,
+        &format!("{tier} primary returns to ordinal 0"),
+        |s| {
+            let t = tier_status(s, tier);
+            t.primary == Some(0)
+                && t.epoch > failover_epoch
+                && t.in_sync_members == t.desired_members
+        },
+    )
+    .await;
+    let handed_back = deleted_at.elapsed();
+    let longest_gap = load.longest_gap_since(deleted_at);
+    store::wait_event(client, NAMESPACE, store, "Handover", tier, WAIT).await;
+    format!(
+        "{tier}: deleted {victim}; status showed ordinal 1 primary after {} ms; \
+         first successful buy sent after the delete answered after {} ms; \
+         longest time without a successful buy {} ms; primary back on ordinal 0 after {} ms",
+        status_after.as_millis(),
+        buys_after.as_millis(),
+        longest_gap.as_millis(),
+        handed_back.as_millis()
+    )
+}
+
+/// Every member of each replicated tier reports the same applied index and
+/// state digest (asked on its peer port, with the store's token).
+async fn check_replicas_identical(client: &Client, store: &str) {
+    let token = peer_token(client, NAMESPACE, store, WAIT).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
+    let http = reqwest::Client::new();
+    for tier in ["catalog", "order"] {
+        let selector =
+            format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={tier}");
+        eventually(
+            &format!("the {tier} replicas are identical"),
+            Duration::from_secs(60),
+            || async {
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?;
+                let mut states = Vec::new();
+                for pod in &list.items {
+                    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+                    let status: Value = http
+                        .get(format!("http://{ip}:9000/peer/status"))
+                        .header("x-bookstore-peer-token", &token)
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    states.push((status["applied_index"].clone(), status["digest"].clone()));
+                }
+                let identical = states.len() >= 2 && states.iter().all(|s| *s == states[0]);
+                if identical {
+                    println!(
+                        "{tier}: {} replicas at index {} with digest {}",
+                        states.len(),
+                        states[0].0,
+                        states[0].1
+                    );
+                }
+                identical.then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+async fn wait_status(
+    stores: &Api<BookStore>,
+    name: &str,
+    what: &str,
+    check: impl Fn(&BookStoreStatus) -> bool,
+) -> BookStoreStatus {
+    store::wait_status(stores, name, what, WAIT, check).await
+}
