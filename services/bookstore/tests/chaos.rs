@@ -20,19 +20,22 @@ use bookstore_system_tests::{
 };
 use support::{TempDir, UpProcess, local_cluster};
 
-const STOCK_PER_ITEM: u64 = 100;
 const KILL_CYCLES: usize = 3;
 
 fn plan() -> LoadPlan {
     LoadPlan {
         first_item: 1,
         items: 20,
+        stock: 3000,
+        scarce_items: 10,
+        scarce_stock: 50,
         buyers: 10,
-        max_buys: 6000,
+        max_buys: 30000,
         min_buys: 2500,
         limit: Duration::from_secs(240),
         buy_deadline: Duration::from_secs(30),
-        pause: Duration::ZERO,
+        // Keeps the load going through every kill cycle.
+        pause: Duration::from_millis(40),
         request_prefix: "chaos".to_owned(),
     }
 }
@@ -42,7 +45,7 @@ async fn the_store_survives_primaries_killed_under_load() {
     let plan = plan();
     let dir = TempDir::new("chaos");
     let inventory = dir.path().join("inventory.txt");
-    std::fs::write(&inventory, plan.inventory(STOCK_PER_ITEM)).expect("write inventory");
+    std::fs::write(&inventory, plan.inventory()).expect("write inventory");
     let up = Arc::new(tokio::task::block_in_place(|| {
         UpProcess::start(dir.path(), local_cluster(2), &inventory, &[])
     }));
@@ -90,7 +93,7 @@ async fn the_store_survives_primaries_killed_under_load() {
         );
     }
     assert_eq!(ledger.unresolved, 0, "every buy got a definite answer");
-    check_stock_matches_successes(&up.frontend(), &plan, STOCK_PER_ITEM, &ledger).await;
+    check_stock_matches_successes(&up.frontend(), &plan, &ledger).await;
     check_every_order_is_readable(&up.frontend(), &ledger).await;
     // Settled means: every member healthy, one primary per tier, and the
     // same applied index and state digest on every member of a tier.

@@ -19,6 +19,13 @@ pub struct LoadPlan {
     /// Items `first_item..first_item + items` are bought at random.
     pub first_item: u64,
     pub items: u64,
+    /// The stock of each item...
+    pub stock: u64,
+    /// ...but the first `scarce_items` have only `scarce_stock`: they sell
+    /// out early, so buyers race for the last copies while the others keep
+    /// selling (and a crash's failover time can be measured).
+    pub scarce_items: u64,
+    pub scarce_stock: u64,
     pub buyers: usize,
     /// The load stops after this many buys, or once [`BuyLoad::finish`] is
     /// called and at least `min_buys` were made, whichever comes first.
@@ -35,12 +42,21 @@ pub struct LoadPlan {
 }
 
 impl LoadPlan {
-    /// An inventory of `items` items with `stock` each, in the
+    /// The inventory of the plan's items, in the
     /// `init,item,stock,cost,topic,title` format.
-    pub fn inventory(&self, stock: u64) -> String {
+    pub fn inventory(&self) -> String {
         self.item_numbers()
-            .map(|i| format!("init,{i},{stock},10,chaos,Chaos Book {i}\n"))
+            .map(|i| format!("init,{i},{},10,chaos,Chaos Book {i}\n", self.stock_of(i)))
             .collect()
+    }
+
+    /// The initial stock of `item`.
+    pub fn stock_of(&self, item: u64) -> u64 {
+        if item < self.first_item + self.scarce_items {
+            self.scarce_stock
+        } else {
+            self.stock
+        }
     }
 
     pub fn item_numbers(&self) -> std::ops::Range<u64> {
@@ -253,12 +269,7 @@ impl Buyer {
 
 /// No item sold more than its stock, and for every item the stock taken
 /// equals the successful buys.
-pub async fn check_stock_matches_successes(
-    frontend: &str,
-    plan: &LoadPlan,
-    stock: u64,
-    ledger: &Ledger,
-) {
+pub async fn check_stock_matches_successes(frontend: &str, plan: &LoadPlan, ledger: &Ledger) {
     let mut sold: BTreeMap<u64, u64> = BTreeMap::new();
     for (item, _) in &ledger.successes {
         *sold.entry(*item).or_default() += 1;
@@ -270,6 +281,7 @@ pub async fn check_stock_matches_successes(
             .as_u64()
             .unwrap_or_else(|| panic!("lookup {item}: no stock in {body}"));
         let sold = sold.get(&item).copied().unwrap_or(0);
+        let stock = plan.stock_of(item);
         assert!(
             sold <= stock,
             "item {item} sold {sold} times out of {stock}"
