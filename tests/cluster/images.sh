@@ -62,7 +62,9 @@ import() { # import ARCHIVE NAME
   [ -S "$CONTAINERD_SOCK" ] || die "containerd socket $CONTAINERD_SOCK not found: start the cluster first (tests/cluster/cluster.sh up)"
   local ctr=(ctr --address "$CONTAINERD_SOCK" -n k8s.io)
   timeout 120 "${ctr[@]}" images import "$archive" >&2 || die "ctr images import $archive failed"
-  timeout 30 "${ctr[@]}" images ls -q | grep -qx "$name" || die "image $name not in containerd after import"
+  # grep reads the whole list (not -q): under pipefail, an early exit would
+  # kill ctr with SIGPIPE and fail the check exactly when the image is there.
+  timeout 30 "${ctr[@]}" images ls -q | grep -x "$name" >/dev/null || die "image $name not in containerd after import"
   log "$name: imported into containerd (k8s.io)"
 }
 

@@ -134,7 +134,7 @@ while :; do
 done
 kc -n "$NS" logs client | sed 's/^/  client| /' >&2
 [ "$phase" = Succeeded ] || fail "client pod $phase"
-kc -n "$NS" logs client | grep -q CLIENT-OK || fail "client pod did not print CLIENT-OK"
+kc -n "$NS" logs client | grep CLIENT-OK >/dev/null || fail "client pod did not print CLIENT-OK"
 log "client pod: DNS, API Service and web Service OK"
 
 ip=$(kc -n "$NS" get service web -o 'jsonpath={.spec.clusterIP}')
