@@ -31,8 +31,9 @@ need_rust() {
 step "toolchain" need_rust
 step "format (cargo fmt --check)" cargo fmt --all -- --check
 step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
-step "unit, service, system, chaos, operator (API server) and end-to-end (Kubernetes) tests (cargo test)" cargo test --workspace --locked
+# The release binaries first: the end-to-end test packs them into images.
 step "release build" cargo build --release --locked --bin bookstore --bin bookstore-operator
+step "unit, service, system, chaos, operator (API server) and end-to-end (Kubernetes) tests (cargo test)" cargo test --workspace --locked
 step "real single-node Kubernetes cluster (tests/cluster/smoke.sh)" tests/cluster/smoke.sh
 step "Helm chart: lint, template, schema, dashboard, server dry run, RBAC (tests/chart/check.sh)" tests/chart/check.sh
 
