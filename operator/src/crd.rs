@@ -148,6 +148,11 @@ pub struct Storage {
     /// StorageClass of the volumes; the cluster's default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
+    /// Delete the members' volumes (their data) when the BookStore is
+    /// deleted; false by default, so deleting a store never loses its books
+    /// and orders by accident.
+    #[serde(default)]
+    pub delete_with_store: bool,
 }
 
 fn default_storage_size() -> String {
@@ -159,6 +164,7 @@ impl Default for Storage {
         Self {
             size: default_storage_size(),
             storage_class_name: None,
+            delete_with_store: false,
         }
     }
 }

@@ -64,6 +64,15 @@ fn replicated_tiers_are_statefulsets_with_volumes_and_hostname_ordinals() {
     let args = container.args.as_ref().expect("args");
     assert_eq!(args[0], "catalog");
     assert!(args.contains(&"--ordinal-from-hostname".to_owned()));
+    let retention = spec
+        .persistent_volume_claim_retention_policy
+        .as_ref()
+        .expect("a retention policy");
+    assert_eq!(
+        retention.when_deleted.as_deref(),
+        Some("Retain"),
+        "data outlives a deleted store by default"
+    );
     let advertised = args
         .iter()
         .position(|a| a == "--advertise-host")
@@ -158,4 +167,20 @@ fn a_changed_inventory_rolls_the_pods() {
             .clone()
     };
     assert_ne!(hash("init,1,3,10,t,a\n"), hash("init,1,4,10,t,a\n"));
+}
+
+#[test]
+fn volumes_go_with_the_store_only_when_asked() {
+    let mut spec = BookStoreSpec::default();
+    spec.storage.delete_with_store = true;
+    let objects = desired(&sample(spec), &inputs());
+    for stateful_set in &objects.stateful_sets {
+        let retention = stateful_set
+            .spec
+            .as_ref()
+            .and_then(|s| s.persistent_volume_claim_retention_policy.as_ref())
+            .expect("a retention policy");
+        assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    }
 }

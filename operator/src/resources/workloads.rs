@@ -6,7 +6,10 @@
 use std::collections::BTreeMap;
 
 use bookstore_core::cluster::Role;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, StatefulSet, StatefulSetSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
+    StatefulSetSpec,
+};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
@@ -71,10 +74,21 @@ pub fn stateful_set(
             },
             template: pod_template(names, spec, inputs, role),
             volume_claim_templates: Some(vec![claim]),
+            persistent_volume_claim_retention_policy: Some(
+                StatefulSetPersistentVolumeClaimRetentionPolicy {
+                    when_deleted: Some(claim_policy(spec.storage.delete_with_store)),
+                    // Scaling down keeps a member's data for when it returns.
+                    when_scaled: Some("Retain".to_owned()),
+                },
+            ),
             ..Default::default()
         }),
         ..Default::default()
     }
+}
+
+fn claim_policy(delete: bool) -> String {
+    if delete { "Delete" } else { "Retain" }.to_owned()
 }
 
 pub fn deployment(

@@ -27,7 +27,7 @@ use bookstore_system_tests::{
     BuyLoad, LoadPlan, check_every_order_is_readable, check_stock_matches_successes, eventually,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
@@ -140,6 +140,7 @@ async fn bookstore_on_kubernetes_end_to_end() {
     ]);
     let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), NAMESPACE);
     let services = Api::<Service>::namespaced(client.clone(), NAMESPACE);
+    let claims = Api::<PersistentVolumeClaim>::namespaced(client.clone(), NAMESPACE);
     eventually("the store's objects are gone", WAIT, || async {
         let left = stateful_sets
             .list(&ListParams::default())
@@ -153,7 +154,8 @@ async fn bookstore_on_kubernetes_end_to_end() {
                 .ok()?
                 .items
                 .len()
-            + pods.list(&ListParams::default()).await.ok()?.items.len();
+            + pods.list(&ListParams::default()).await.ok()?.items.len()
+            + claims.list(&ListParams::default()).await.ok()?.items.len();
         (left == 0).then_some(())
     })
     .await;
@@ -233,6 +235,8 @@ fn sample_store() -> BookStore {
 fn store_manifest(sample: &BookStore, inventory: &str) -> String {
     let mut store = sample.clone();
     store.spec.storage.storage_class_name = Some(STORAGE_CLASS.to_owned());
+    // So that deleting the store shows its volume claims go too.
+    store.spec.storage.delete_with_store = true;
     store.spec.inventory = Some(bookstore_operator::crd::Inventory {
         lines: Some(inventory.to_owned()),
         config_map: None,
