@@ -172,8 +172,9 @@ impl Reconciler<'_> {
             .await?;
         // 3. Coordinate: pods' readiness in, primaries' labels out.
         self.context.coordination.ensure(self.store, token);
-        let observed = self.observe().await?;
-        self.label_pods(&observed).await?;
+        let pods = self.list_pods().await?;
+        let observed = self.observe(&pods).await?;
+        self.label_pods(&pods, &observed).await?;
         // 4. Report.
         self.write_status(&observed).await?;
         Ok(Action::requeue(RESYNC_PERIOD))
@@ -283,22 +284,26 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    /// Reads pods and Deployments, feeds pod readiness to the coordinator.
-    async fn observe(&self) -> Result<Observed, Error> {
+    /// The store's pods, read once per reconcile.
+    async fn list_pods(&self) -> Result<Vec<Pod>, Error> {
         let pods = Api::<Pod>::namespaced(self.context.client.clone(), &self.names.namespace);
         let selector = format!("app.kubernetes.io/instance={}", self.names.name);
-        let pods = pods
+        Ok(pods
             .list(&ListParams::default().labels(&selector))
             .await?
-            .items;
+            .items)
+    }
+
+    /// Reads the Deployments, feeds pod readiness to the coordinator.
+    async fn observe(&self, pods: &[Pod]) -> Result<Observed, Error> {
         let key = self.key();
         let spec = &self.store.spec;
-        let ready_catalog = ready_ordinals(&pods, self.names, Role::Catalog);
-        let ready_order = ready_ordinals(&pods, self.names, Role::Order);
+        let ready_catalog = ready_ordinals(pods, self.names, Role::Catalog);
+        let ready_order = ready_ordinals(pods, self.names, Role::Order);
         let coordination = &self.context.coordination;
         coordination.observe_pods(&key, Role::Catalog, spec.replicas.catalog, &ready_catalog);
         coordination.observe_pods(&key, Role::Order, spec.replicas.order, &ready_order);
-        coordination.observe_frontends(&key, &pod_ips(&pods, self.names, Role::Frontend));
+        coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
         Ok(Observed {
             generation: self.store.metadata.generation,
             catalog: coordination.topology(&key, Role::Catalog),
@@ -323,7 +328,7 @@ impl Reconciler<'_> {
 
     /// Labels each replicated pod `primary` or `replica` as the coordinator
     /// decided, so the primary Services select the right pod.
-    async fn label_pods(&self, observed: &Observed) -> Result<(), Error> {
+    async fn label_pods(&self, pods: &[Pod], observed: &Observed) -> Result<(), Error> {
         let api = Api::<Pod>::namespaced(self.context.client.clone(), &self.names.namespace);
         for (role, topology) in [
             (Role::Catalog, &observed.catalog),
@@ -336,7 +341,10 @@ impl Reconciler<'_> {
             let primary = topology.as_ref().and_then(|t| t.primary);
             for ordinal in 0..desired.max(0) as u32 {
                 let name = self.names.pod(role, ordinal);
-                let Some(pod) = api.get_opt(&name).await? else {
+                let Some(pod) = pods
+                    .iter()
+                    .find(|p| p.metadata.name.as_ref() == Some(&name))
+                else {
                     continue;
                 };
                 let wanted = if primary == Some(ordinal) {
