@@ -12,12 +12,11 @@
 
 pub mod members;
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 pub use bookstore_system_tests::cluster::{Cluster, Mode, repo_root};
-pub use bookstore_system_tests::eventually;
+pub use bookstore_system_tests::{eventually, free_port};
 
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -77,14 +76,6 @@ pub async fn set_ready(pods: &Api<Pod>, name: &str, ready: bool) {
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .unwrap_or_else(|error| panic!("cannot set pod {name} ready={ready}: {error}"));
-}
-
-/// A free loopback port.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 /// One `bookstore-operator run` process; killed with SIGKILL on drop.

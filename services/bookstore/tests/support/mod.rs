@@ -34,29 +34,7 @@ impl Drop for TempDir {
     }
 }
 
-/// Test ports come from below the kernel's ephemeral range (32768-60999 by
-/// default): a port handed out by `bind(:0)` can be taken by any outgoing
-/// connection before the service binds it, which made tests fail with
-/// AddrInUse. A counter keeps the tests of one process apart, a random start
-/// keeps processes apart.
-const TEST_PORTS: std::ops::Range<u16> = 20_000..32_000;
-
-/// A loopback port that was free a moment ago and that no outgoing
-/// connection will take.
-pub fn free_port() -> u16 {
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicU16, Ordering};
-    static NEXT: OnceLock<AtomicU16> = OnceLock::new();
-    let span = TEST_PORTS.end - TEST_PORTS.start;
-    let next = NEXT.get_or_init(|| AtomicU16::new(fastrand::u16(0..span)));
-    for _ in 0..span {
-        let port = TEST_PORTS.start + next.fetch_add(1, Ordering::Relaxed) % span;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port in {TEST_PORTS:?}");
-}
+pub use bookstore_system_tests::free_port;
 
 fn addr() -> String {
     format!("127.0.0.1:{}", free_port())

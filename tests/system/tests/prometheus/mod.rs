@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bookstore_system_tests::cluster::run;
-use bookstore_system_tests::eventually;
+use bookstore_system_tests::{eventually, free_port};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
@@ -183,11 +183,4 @@ fn install() {
             "prometheus",
         ])
         .env("DEBIAN_FRONTEND", "noninteractive"));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
