@@ -95,6 +95,14 @@ async fn bookstore_on_kubernetes_end_to_end() {
 
     // The original's test cases, through the frontend Service.
     let frontend = frontend_url(&client, &name).await;
+    // Ready pods reach the Service's rules on the node a moment later
+    // (kube-proxy syncs the endpoints): until then connections are refused.
+    let http = reqwest::Client::new();
+    eventually("the frontend Service answers", WAIT, || async {
+        let answer = http.get(format!("{frontend}/healthz")).send().await.ok()?;
+        answer.status().is_success().then_some(())
+    })
+    .await;
     run(Command::new(cluster.root.join("target/release/bookstore"))
         .args(["client", "--frontend", &frontend, "--inventory"])
         .arg(&inventory_file));
