@@ -2,7 +2,7 @@
 # Single-node Kubernetes for BookStore's tests, built from upstream Go modules and
 # run as plain processes (no Docker, no systemd, no kubeadm).
 #
-#   tests/cluster/cluster.sh build          build/cache the pinned binaries, link into target/cluster/bin
+#   tests/cluster/cluster.sh build [NAME...] build/cache the pinned binaries, link into target/cluster/bin
 #   tests/cluster/cluster.sh up [api-only]  start the cluster (api-only: etcd + apiserver + controller-manager)
 #   tests/cluster/cluster.sh down           stop everything started by `up`, clean network state
 #   tests/cluster/cluster.sh status         show processes and node state
@@ -39,7 +39,8 @@ key() {
     | sha256sum | cut -c1-10
 }
 
-# gobuild NAME WRAPPERDIR OUTDIR LDFLAGS PKG...: build into a cache dir atomically.
+# gobuild NAME WRAPPERDIR OUTDIR LDFLAGS PKG...: build into a cache dir atomically
+# (build tags from $GO_TAGS, if set).
 gobuild() {
   local name=$1 dir=$2 out=$3 ldflags=$4; shift 4
   if [ -f "$out/.complete" ]; then
@@ -51,7 +52,7 @@ gobuild() {
   rm -rf "$tmp"; mkdir -p "$tmp"
   local t0=$SECONDS
   ( cd "$dir" && CGO_ENABLED=0 GOFLAGS=-mod=readonly GOTOOLCHAIN=local \
-      nice -n 19 go build -trimpath -ldflags "$ldflags" -o "$tmp/" "$@" ) \
+      nice -n 19 go build -trimpath ${GO_TAGS:+-tags "$GO_TAGS"} -ldflags "$ldflags" -o "$tmp/" "$@" ) \
     || { rm -rf "$tmp"; die "$name: go build failed (see output above)"; }
   date -u +%FT%TZ > "$tmp/.complete"
   rm -rf "$out"; mv "$tmp" "$out"
@@ -87,12 +88,15 @@ helm_ldflags() {
   echo "$f"
 }
 
-cmd_build() {
-  command -v go >/dev/null || die "go is not on PATH"
-  export GOTOOLCHAIN=local
-  mkdir -p "$BIN" "$CACHE_ROOT"
-  local t0=$SECONDS d lf
+# The components `build` makes, in order; `build NAME...` makes only those.
+COMPONENTS=(kubernetes etcd coredns helm prometheus local-path-provisioner)
+# Prometheus with only the discovery the tests use (Kubernetes; file and HTTP are always
+# in) instead of every cloud's SDK, and without the `builtinassets` tag: the HTTP API
+# and /metrics work, the web UI answers that it was not compiled in.
+PROMETHEUS_TAGS=remove_all_sd,enable_kubernetes_sd
 
+build_kubernetes() {
+  local lf d b
   lf=$(k8s_ldflags)
   d="$CACHE_ROOT/kubernetes-$K8S_VERSION-$(key "$HERE/go/kubernetes" "$lf")"
   gobuild kubernetes "$HERE/go/kubernetes" "$d" "$lf" \
@@ -102,29 +106,74 @@ cmd_build() {
   for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl; do
     ln -sfn "$d/$b" "$BIN/$b"
   done
+}
 
-  lf="-s -w"
+build_etcd() {
+  local lf="-s -w" d
   d="$CACHE_ROOT/etcd-$ETCD_VERSION-$(key "$HERE/go/etcd" "$lf")"
   gobuild etcd "$HERE/go/etcd" "$d" "$lf" go.etcd.io/etcd/server/v3
   [ -x "$d/etcd" ] || { [ -x "$d/server" ] && mv "$d/server" "$d/etcd"; }
   ln -sfn "$d/etcd" "$BIN/etcd"
+}
 
-  lf="-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+build_coredns() {
+  local lf="-s -w -X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION" d
   d="$CACHE_ROOT/coredns-$COREDNS_VERSION-$(key "$HERE/go/coredns" "$lf")"
   gobuild coredns "$HERE/go/coredns" "$d" "$lf" .
   [ -x "$d/coredns" ] || { [ -x "$d/coredns-wrapper" ] && mv "$d/coredns-wrapper" "$d/coredns"; }
   ln -sfn "$d/coredns" "$BIN/coredns"
+}
 
+build_helm() {
+  local lf d
   lf=$(helm_ldflags)
   d="$CACHE_ROOT/helm-$HELM_VERSION-$(key "$HERE/go/helm" "$lf")"
   gobuild helm "$HERE/go/helm" "$d" "$lf" helm.sh/helm/v3/cmd/helm
   ln -sfn "$d/helm" "$BIN/helm"
+}
 
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd coredns helm; do
-    [ -x "$BIN/$b" ] || die "build: $BIN/$b is missing after build"
+build_prometheus() {
+  local v=github.com/prometheus/common/version lf d b n release
+  # The Go module v0.MMM.P is Prometheus release M.MM.P (v0.316.0 is 3.16.0).
+  n=$(echo "$PROMETHEUS_VERSION" | cut -d. -f2)
+  release="$((n / 100)).$((n % 100)).$(echo "$PROMETHEUS_VERSION" | cut -d. -f3)"
+  lf="-s -w -X $v.Version=$release -X $v.Branch=HEAD -X $v.BuildUser=bookstore-test-cluster"
+  d="$CACHE_ROOT/prometheus-$PROMETHEUS_VERSION-$(key "$HERE/go/prometheus" "$lf tags=$PROMETHEUS_TAGS")"
+  GO_TAGS=$PROMETHEUS_TAGS gobuild prometheus "$HERE/go/prometheus" "$d" "$lf" \
+    github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/prometheus/cmd/promtool
+  for b in prometheus promtool; do ln -sfn "$d/$b" "$BIN/$b"; done
+}
+
+build_local-path-provisioner() {
+  local lf="-s -w" d
+  d="$CACHE_ROOT/local-path-provisioner-$LOCAL_PATH_PROVISIONER_VERSION-$(key "$HERE/go/local-path-provisioner" "$lf")"
+  gobuild local-path-provisioner "$HERE/go/local-path-provisioner" "$d" "$lf" github.com/rancher/local-path-provisioner
+  ln -sfn "$d/local-path-provisioner" "$BIN/local-path-provisioner"
+}
+
+# The binaries each component leaves in $BIN.
+component_binaries() {
+  case $1 in
+    kubernetes) echo kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl ;;
+    prometheus) echo prometheus promtool ;;
+    *) echo "$1" ;;
+  esac
+}
+
+cmd_build() {
+  command -v go >/dev/null || die "go is not on PATH"
+  export GOTOOLCHAIN=local
+  mkdir -p "$BIN" "$CACHE_ROOT"
+  local t0=$SECONDS c b wanted=("$@")
+  [ ${#wanted[@]} -gt 0 ] || wanted=("${COMPONENTS[@]}")
+  for c in "${wanted[@]}"; do
+    [[ " ${COMPONENTS[*]} " == *" $c "* ]] || die "build: unknown component '$c' (one of: ${COMPONENTS[*]})"
+    "build_$c"
+    for b in $(component_binaries "$c"); do
+      [ -x "$BIN/$b" ] || die "build: $BIN/$b is missing after build"
+    done
   done
   log "build: done in $((SECONDS - t0))s; binaries in $BIN"
-  "$BIN/kube-apiserver" --version >&2
 }
 
 # gen-modules: rewrite the wrapper go.mod files for the versions in versions.env and
@@ -159,8 +208,12 @@ cmd_gen_modules() {
   sed -i "s|^require go.etcd.io/etcd/server/v3 .*|require go.etcd.io/etcd/server/v3 $ETCD_VERSION|" "$HERE/go/etcd/go.mod"
   sed -i "s|^require helm.sh/helm/v3 .*|require helm.sh/helm/v3 $HELM_VERSION|" "$HERE/go/helm/go.mod"
   sed -i "s|^require github.com/coredns/coredns .*|require github.com/coredns/coredns $COREDNS_VERSION|" "$HERE/go/coredns/go.mod"
+  ( cd "$HERE/go/prometheus" && go mod edit -require "github.com/prometheus/prometheus@$PROMETHEUS_VERSION" ) \
+    || die "gen-modules: go mod edit in go/prometheus"
+  ( cd "$HERE/go/local-path-provisioner" && go mod edit -require "github.com/rancher/local-path-provisioner@$LOCAL_PATH_PROVISIONER_VERSION" ) \
+    || die "gen-modules: go mod edit in go/local-path-provisioner"
   local m
-  for m in kubernetes etcd helm coredns; do
+  for m in kubernetes etcd helm coredns prometheus local-path-provisioner; do
     log "gen-modules: go mod tidy in go/$m"
     ( cd "$HERE/go/$m" && rm -f go.sum && nice -n 19 go mod tidy ) || die "gen-modules: go mod tidy failed in go/$m"
   done
