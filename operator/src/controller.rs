@@ -26,7 +26,7 @@ use tracing::Instrument as _;
 
 use crate::coordination::{Coordination, StoreKey, coordinator_url};
 use crate::crd::{BookStore, BookStoreStatus};
-use crate::metrics::OperatorMetrics;
+use crate::metrics::{self, OperatorMetrics};
 use crate::names::{FIELD_MANAGER, PRIMARY, REPLICA, ROLE_LABEL, StoreNames};
 use crate::resources::{self, Inputs, owner_reference, store_names};
 use crate::status::{self, Observed};
@@ -376,6 +376,10 @@ impl Reconciler<'_> {
     }
 
     async fn patch_status(&self, status: &BookStoreStatus) -> Result<(), Error> {
+        self.context.metrics.observe_status(
+            &metrics::store_label(&self.names.namespace, &self.names.name),
+            status,
+        );
         if self.store.status.as_ref() == Some(status) {
             return Ok(());
         }
@@ -484,6 +488,12 @@ async fn sweep_deleted_stores(context: Arc<Context>) {
             .iter()
             .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
             .collect();
+        context.metrics.retain_stores(
+            &alive
+                .iter()
+                .map(|(namespace, name)| metrics::store_label(namespace, name))
+                .collect(),
+        );
         for key in context.coordination.keys() {
             if !alive.contains(&key) {
                 context.coordination.forget(&key);

@@ -118,6 +118,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         _ = stop.clone().wait() => return Ok(()),
     }
     leading.store(true, Ordering::Relaxed);
+    metrics.leader.set(1);
 
     let reporter = Reporter {
         controller: "bookstore-operator.mybookstore.dev".to_owned(),
@@ -152,6 +153,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             trigger.fire();
         });
     }
+    let leader_gauge = metrics.leader.clone();
     let context = Arc::new(Context {
         client,
         coordination,
@@ -162,6 +164,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(%identity, "reconciling BookStores");
     controller::run(context, controller_stop.wait()).await;
     leading.store(false, Ordering::Relaxed);
+    leader_gauge.set(0);
     election.release().await;
     // Exit non-zero so the Deployment restarts this replica as a follower.
     anyhow::ensure!(
