@@ -7,10 +7,11 @@
 #  2. `helm lint --strict` with the default values and with tests/chart/all-options.yaml;
 #  3. `helm template` with both, and what the renders must hold (security settings,
 #     probes, the downward API, the coordinator URL naming the chart's own Service,
-#     the optional objects, the dashboard ConfigMap = dashboards/bookstore.json);
+#     the optional objects, the dashboard ConfigMap = dashboards/bookstore.json, the
+#     PrometheusRule = rules/bookstore.rules.yaml);
 #  4. values.schema.json rejects wrong types and unknown keys;
-#  5. the Grafana dashboard: every query parses (promtool, from Debian's prometheus
-#     package, unpacked under ~/.cache/bookstore) and names metrics and label values
+#  5. the Grafana dashboard: every query parses (promtool, from the test cluster's
+#     pinned Prometheus build) and names metrics and label values
 #     that the code exports;
 #  6. k8s/kind-config.yaml decodes strictly into kind's own config types
 #     (sigs.k8s.io/kind, pinned in tests/chart/kindconfig/go.mod);
@@ -39,7 +40,7 @@ CHART="$REPO/charts/bookstore"
 ALL_OPTIONS="$HERE/all-options.yaml"
 DASHBOARD="$CHART/dashboards/bookstore.json"
 
-# prometheus-operator release whose CRDs (ServiceMonitor, PodMonitor) the dry run
+# prometheus-operator release whose CRDs (ServiceMonitor, PodMonitor, PrometheusRule) the dry run
 # installs; a Go module, so the Go module proxy serves it.
 PROM_OPERATOR_MODULE=github.com/prometheus-operator/prometheus-operator
 PROM_OPERATOR_VERSION=v0.85.0
@@ -69,28 +70,13 @@ need_packages() { # need_packages PACKAGE...: apt-get install the missing ones
     || { tail -20 "$OUT/apt.log" >&2; fail "apt-get install ${missing[*]} failed"; }
 }
 
-# promtool from Debian's prometheus package, unpacked (not installed: installing
-# it would start a Prometheus service). Prints its path.
+# promtool from the test cluster's Prometheus build (tests/cluster/versions.env,
+# cached like the other components). Prints its path.
 promtool_path() {
-  local version dir
-  version=$(apt-cache policy prometheus | awk '/Candidate:/ {print $2}')
-  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
-    timeout 600 apt-get update -q >"$OUT/apt-update.log" 2>&1 || { tail -20 "$OUT/apt-update.log" >&2; fail "apt-get update failed"; }
-    version=$(apt-cache policy prometheus | awk '/Candidate:/ {print $2}')
-  fi
-  if [ -z "$version" ] || [ "$version" = "(none)" ]; then fail "apt-cache knows no prometheus package"; fi
-  dir="$CACHE/promtool/${version//[^A-Za-z0-9.+~-]/_}"
-  if [ ! -x "$dir/usr/bin/promtool" ]; then
-    log "promtool: unpacking Debian's prometheus $version into $dir"
-    local tmp="$dir.tmp.$$"
-    rm -rf "$tmp"; mkdir -p "$tmp"
-    ( cd "$tmp" && timeout 300 apt-get download "prometheus=$version" ) >"$OUT/promtool-download.log" 2>&1 \
-      || { cat "$OUT/promtool-download.log" >&2; rm -rf "$tmp"; fail "apt-get download prometheus=$version failed"; }
-    dpkg-deb -x "$tmp"/prometheus_*.deb "$tmp/root" || { rm -rf "$tmp"; fail "cannot unpack the prometheus package"; }
-    rm -rf "$dir"; mkdir -p "$(dirname "$dir")"; mv "$tmp/root" "$dir"; rm -rf "$tmp"
-  fi
-  "$dir/usr/bin/promtool" --version >/dev/null 2>&1 || fail "$dir/usr/bin/promtool does not run"
-  echo "$dir/usr/bin/promtool"
+  "$REPO/tests/cluster/cluster.sh" build prometheus >"$OUT/promtool-build.log" 2>&1 \
+    || { cat "$OUT/promtool-build.log" >&2; fail "building promtool (tests/cluster/cluster.sh build prometheus) failed"; }
+  "$BIN/promtool" --version >/dev/null 2>&1 || fail "$BIN/promtool does not run"
+  echo "$BIN/promtool"
 }
 
 # The CRD directory of the pinned prometheus-operator module. Prints its path.
@@ -102,7 +88,7 @@ prometheus_operator_crds() {
     || fail "go mod download $PROM_OPERATOR_MODULE@$PROM_OPERATOR_VERSION failed"
   [ -n "$dir" ] || fail "go mod download gave no module directory"
   dir="$dir/example/prometheus-operator-crd"
-  for f in servicemonitors podmonitors; do
+  for f in servicemonitors podmonitors prometheusrules; do
     [ -s "$dir/monitoring.coreos.com_$f.yaml" ] || fail "no $f CRD in $dir"
   done
   echo "$dir"
@@ -158,8 +144,8 @@ ok "helm template (defaults, all options): $DEFAULT, $ALL"
 
 expect "default render: exactly the operator's objects" \
   '[.[].kind] | sort == ["ClusterRole","ClusterRoleBinding","CustomResourceDefinition","Deployment","Role","RoleBinding","Service","ServiceAccount"]' "$DEFAULT"
-expect "all options: ServiceMonitor, PodMonitor, dashboard ConfigMap, 3 NetworkPolicies" \
-  '[.[].kind] | (map(select(. == "NetworkPolicy")) | length == 3) and (index("ServiceMonitor") != null) and (index("PodMonitor") != null) and (index("ConfigMap") != null)' "$ALL"
+expect "all options: ServiceMonitor, PodMonitor, PrometheusRule, dashboard ConfigMap, 3 NetworkPolicies" \
+  '[.[].kind] | (map(select(. == "NetworkPolicy")) | length == 3) and (index("ServiceMonitor") != null) and (index("PodMonitor") != null) and (index("PrometheusRule") != null) and (index("ConfigMap") != null)' "$ALL"
 
 for render in "$DEFAULT" "$ALL"; do
   name=$(basename "$render" .yaml)
@@ -207,6 +193,14 @@ expect "all options: the monitors carry the extra labels and scrape /metrics on 
   '[.[] | select(.kind == "ServiceMonitor" or .kind == "PodMonitor")] | length == 2 and all(.metadata.labels.release == "kube-prometheus-stack")
    and (.[] | select(.kind == "ServiceMonitor") | .spec.endpoints[0].port == "metrics")
    and (.[] | select(.kind == "PodMonitor") | .spec.podMetricsEndpoints[0].port == "http" and .spec.selector.matchLabels["app.kubernetes.io/name"] == "bookstore")' "$ALL"
+docs "$ALL" '.[] | select(.kind == "PrometheusRule") | .spec' >"$OUT/prometheusrule-spec.yaml"
+yq -s '.[0]' "$CHART/rules/bookstore.rules.yaml" \
+  | sed 's|docs/runbooks.md#|https://runbooks.example.com/bookstore#|' >"$OUT/prometheusrule-want.yaml"
+[ "$(yq -S . "$OUT/prometheusrule-spec.yaml")" = "$(yq -S . "$OUT/prometheusrule-want.yaml")" ] \
+  || fail "the PrometheusRule's spec is not rules/bookstore.rules.yaml (with runbookBaseUrl)"
+expect "all options: the PrometheusRule carries the extra labels" \
+  '.[] | select(.kind == "PrometheusRule") | .metadata.labels.release == "kube-prometheus-stack"' "$ALL"
+ok "all options: the PrometheusRule holds rules/bookstore.rules.yaml, runbook URLs under runbookBaseUrl"
 # shellcheck disable=SC2016 # $p is a jq variable
 expect "all options: peer port 9000 only from store pods and the operator; 8000 open; 9100 only from store pods" \
   '[.[] | select(.kind == "NetworkPolicy")] as $p
@@ -327,15 +321,17 @@ done
 CRDS=$(prometheus_operator_crds)
 # The kinds a dry run is asked to create must exist: install the CRDs for real,
 # those that are missing (a shared cluster's own versions are left alone).
-for crd in "$CRDS/monitoring.coreos.com_servicemonitors.yaml" "$CRDS/monitoring.coreos.com_podmonitors.yaml" "$REPO/crds/bookstore.yaml"; do
+for crd in "$CRDS/monitoring.coreos.com_servicemonitors.yaml" "$CRDS/monitoring.coreos.com_podmonitors.yaml" \
+           "$CRDS/monitoring.coreos.com_prometheusrules.yaml" "$REPO/crds/bookstore.yaml"; do
   name=$(yq -r '.metadata.name' "$crd")
   kc get crd "$name" >/dev/null 2>&1 && continue
   kc apply --server-side --field-manager=bookstore-chart-check -f "$crd" >/dev/null || fail "installing the CRD $name failed"
 done
 kc wait --for=condition=Established --timeout=60s \
-  crd/servicemonitors.monitoring.coreos.com crd/podmonitors.monitoring.coreos.com crd/bookstores.mybookstore.dev >/dev/null \
+  crd/servicemonitors.monitoring.coreos.com crd/podmonitors.monitoring.coreos.com \
+  crd/prometheusrules.monitoring.coreos.com crd/bookstores.mybookstore.dev >/dev/null \
   || fail "the CRDs did not become Established"
-ok "CRDs present: ServiceMonitor, PodMonitor ($PROM_OPERATOR_MODULE@$PROM_OPERATOR_VERSION), BookStore"
+ok "CRDs present: ServiceMonitor, PodMonitor, PrometheusRule ($PROM_OPERATOR_MODULE@$PROM_OPERATOR_VERSION), BookStore"
 
 for render in "$DEFAULT" "$ALL"; do
   kc apply --dry-run=server -f "$render" >"$OUT/dry-run.log" 2>&1 \
