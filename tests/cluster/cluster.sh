@@ -443,6 +443,7 @@ make_pki() {
   cert kubelet "system:node:$NODE_NAME" system:nodes "IP:$NODE_IP,DNS:$NODE_NAME" both
   cert kube-proxy system:kube-proxy "" "" client
   cert coredns system:coredns "" "" client
+  cert local-path-provisioner system:local-path-provisioner "" "" client
 }
 
 # kubeconfig FILE CERTNAME
@@ -472,7 +473,7 @@ EOF
 write_configs() {
   mkdir -p "$ETC/cni/net.d" "$CL/cni/ipam"
   kubeconfig "$KUBECONFIG_ADMIN" admin
-  for c in controller-manager scheduler kubelet kube-proxy coredns; do kubeconfig "$ETC/$c.kubeconfig" "$c"; done
+  for c in controller-manager scheduler kubelet kube-proxy coredns local-path-provisioner; do kubeconfig "$ETC/$c.kubeconfig" "$c"; done
 
   # Pods get no upstream resolver: dnsPolicy Default pods resolve nothing, ClusterFirst pods use CoreDNS.
   printf '# bookstore test cluster: no upstream resolvers for pods\n' > "$ETC/resolv.conf"
@@ -735,13 +736,133 @@ ports:
 EOF
 }
 
+# The local-path provisioner kind ships (rancher's), run on the host like CoreDNS:
+# a PersistentVolumeClaim of the default StorageClass `standard` (kind's name) gets
+# a hostPath volume under $LOCAL_PATH_DIR, made and removed by helper pods
+# (the busybox image) that the provisioner starts in its namespace.
+LOCAL_PATH_NS=local-path-storage
+LOCAL_PATH_DIR="$CL/local-path"
+local_path_provisioner_objects() {
+  kc apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata: {name: $LOCAL_PATH_NS}
+---
+# The helper pods run as this ServiceAccount; they need no API access.
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: local-path-provisioner, namespace: $LOCAL_PATH_NS}
+automountServiceAccountToken: false
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: "system:local-path-provisioner"}
+rules:
+# Claims to provision, the nodes they are bound to, their StorageClasses.
+- apiGroups: [""]
+  resources: [nodes, persistentvolumeclaims]
+  verbs: [get, list, watch]
+- apiGroups: [storage.k8s.io]
+  resources: [storageclasses]
+  verbs: [get, list, watch]
+# The volumes it makes and deletes.
+- apiGroups: [""]
+  resources: [persistentvolumes]
+  verbs: [get, list, watch, create, patch, update, delete]
+# Events on the claims.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create, patch]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: "system:local-path-provisioner"}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: "system:local-path-provisioner"}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:local-path-provisioner"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: local-path-provisioner, namespace: $LOCAL_PATH_NS}
+rules:
+# Its configuration, and the helper pods (with their logs) in its own namespace.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch, create, delete]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: local-path-provisioner, namespace: $LOCAL_PATH_NS}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: local-path-provisioner}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:local-path-provisioner"}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: local-path-config, namespace: $LOCAL_PATH_NS}
+data:
+  config.json: |-
+    {"nodePathMap": [{"node": "DEFAULT_PATH_FOR_NON_LISTED_NODES", "paths": ["$LOCAL_PATH_DIR"]}]}
+  # World-writable, as kind's: the pods' users differ (the store runs as 65532).
+  setup: |-
+    #!/bin/sh
+    set -eu
+    mkdir -m 0777 -p "\$VOL_DIR"
+  teardown: |-
+    #!/bin/sh
+    set -eu
+    rm -rf "\$VOL_DIR"
+  helperPod.yaml: |-
+    apiVersion: v1
+    kind: Pod
+    metadata:
+      name: helper-pod
+    spec:
+      containers:
+      - name: helper-pod
+        image: $SMOKE_IMAGE
+        imagePullPolicy: Never
+        # Root, to make and remove directories in the root-owned $LOCAL_PATH_DIR.
+        securityContext: {runAsUser: 0, runAsGroup: 0}
+---
+apiVersion: storage.k8s.io/v1
+kind: StorageClass
+metadata:
+  name: standard
+  annotations: {storageclass.kubernetes.io/is-default-class: "true"}
+provisioner: rancher.io/local-path
+volumeBindingMode: WaitForFirstConsumer
+reclaimPolicy: Delete
+EOF
+}
+
+start_local_path_provisioner() {
+  mkdir -p "$LOCAL_PATH_DIR"
+  # The helper pods' image.
+  "$HERE/images.sh" smoke >>"$LOGS/images.log" 2>&1 || { tail -20 "$LOGS/images.log" >&2; die "could not import the busybox image"; }
+  local_path_provisioner_objects
+  start local-path-provisioner "$BIN/local-path-provisioner" start \
+    --kubeconfig "$ETC/local-path-provisioner.kubeconfig" --namespace "$LOCAL_PATH_NS" \
+    --provisioner-name rancher.io/local-path --configmap-name local-path-config \
+    --service-account-name local-path-provisioner --helper-image "$SMOKE_IMAGE"
+  # It has no health endpoint: it is up once it has read its configuration and keeps running.
+  sleep 2
+  check_alive local-path-provisioner
+}
+
 # ---------------------------------------------------------------- up / down / status
 
 cmd_up() {
   local mode=${1:-full}
   case $mode in full|api-only) ;; *) die "up: unknown mode '$mode' (use: up [api-only])" ;; esac
   local t0=$SECONDS
-  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd coredns; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy kubectl etcd coredns local-path-provisioner; do
     [ -x "$BIN/$b" ] || die "$BIN/$b missing: run '$0 build' first"
   done
   if [ -f "$STATE/mode" ]; then
@@ -749,7 +870,7 @@ cmd_up() {
   fi
   mkdir -p "$LOGS" "$PIDS" "$STATE" "$RUN_DIR"
   # Fresh cluster state on every up; images in containerd's store are kept.
-  rm -rf "$CL/etcd" "$CL/kubelet" "$CL/cni/ipam" "$LOGS"/*.log
+  rm -rf "$CL/etcd" "$CL/kubelet" "$CL/cni/ipam" "$CL/local-path" "$LOGS"/*.log
   mkdir -p "$CL/etcd" "$CL/kubelet"
 
   if [ "$mode" = full ]; then install_packages "${APT_PACKAGES[@]}"; else install_packages "${APT_PACKAGES_API_ONLY[@]}"; fi
@@ -822,7 +943,8 @@ cmd_up() {
 
   wait_up kubelet 180 node_ready
   wait_up coredns 60 dns_answers
-  log "up: node $NODE_NAME Ready, DNS answers, in $((SECONDS - t0))s"
+  start_local_path_provisioner
+  log "up: node $NODE_NAME Ready, DNS answers, volumes provisioned, in $((SECONDS - t0))s"
   log "kubeconfig: $KUBECONFIG_ADMIN"
 }
 
@@ -853,6 +975,7 @@ umount_under() { # umount_under DIR: lazily unmount everything mounted below DIR
 cmd_down() {
   local t0=$SECONDS
   mkdir -p "$PIDS" "$STATE"
+  stop local-path-provisioner
   stop coredns
   stop kube-proxy
   stop kubelet
@@ -904,7 +1027,7 @@ cmd_down() {
 
 cmd_status() {
   local n
-  for n in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns; do
+  for n in etcd kube-apiserver kube-controller-manager kube-scheduler containerd kubelet kube-proxy coredns local-path-provisioner; do
     if alive "$n"; then printf '%-24s running (pid %s)\n' "$n" "$(cat "$PIDS/$n.pid")"
     elif [ -f "$PIDS/$n.pid" ]; then printf '%-24s DEAD (pid %s recorded)\n' "$n" "$(cat "$PIDS/$n.pid")"
     else printf '%-24s not started\n' "$n"; fi

@@ -8,6 +8,7 @@
 #   tests/cluster/images.sh operator [BIN]  $OPERATOR_IMAGE   (default BIN target/release/bookstore-operator)
 #   tests/cluster/images.sh pause           $SANDBOX_IMAGE from Debian's static catatonit
 #   tests/cluster/images.sh smoke           $SMOKE_IMAGE from Debian's busybox-static
+#   tests/cluster/images.sh prometheus      $PROMETHEUS_IMAGE from the cluster's Prometheus build (cluster.sh build)
 #   tests/cluster/images.sh pack NAME ENTRYPOINT BINARY...   any binaries (mkrootfs.sh layout)
 #
 # Image names are in tests/cluster/cluster.env. The OCI archives are kept in
@@ -123,6 +124,7 @@ main() {
     operator) binary_image "$OPERATOR_IMAGE" "${1:-$TARGET/release/bookstore-operator}" ;;
     pause) pause_image ;;
     smoke) smoke_image ;;
+    prometheus) binary_image "$PROMETHEUS_IMAGE" "$TARGET/cluster/bin/prometheus" ;;
     pack)
       [ $# -ge 3 ] || die "usage: images.sh pack NAME ENTRYPOINT BINARY..."
       local name=$1 entry=$2; shift 2
@@ -130,8 +132,8 @@ main() {
       "$HERE/mkrootfs.sh" "$r" "$@"
       build_import "$name" "[\"$entry\"]" null "65532:65532" "$r"
       rm -rf "$r" ;;
-    -h|--help|help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' ;;
-    *) die "unknown image '$what' (all|bookstore|operator|pause|smoke|pack)" ;;
+    -h|--help|help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' ;;
+    *) die "unknown image '$what' (all|bookstore|operator|pause|smoke|prometheus|pack)" ;;
   esac
 }
 

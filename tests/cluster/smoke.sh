@@ -160,3 +160,49 @@ until out=$(curl -fsS --max-time 3 "http://$ip/index.html" 2>&1) && [ "$out" = b
   sleep 1
 done
 log "ClusterIP answers from the new pod"
+
+# A claim of the default StorageClass gets a volume from the local-path provisioner
+# (as on kind): a non-root pod writes to it, the file is on the node under
+# target/cluster/local-path, and deleting the claim deletes the volume and its directory.
+kc -n "$NS" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 16Mi}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: writer}
+spec:
+  restartPolicy: Never
+  securityContext: {runAsUser: 65534, runAsGroup: 65534, runAsNonRoot: true}
+  containers:
+  - name: writer
+    image: $SMOKE_IMAGE
+    imagePullPolicy: Never
+    args: ["echo bookstore-volume-ok > /data/proof"]
+    volumeMounts: [{name: data, mountPath: /data}]
+  volumes:
+  - {name: data, persistentVolumeClaim: {claimName: data}}
+EOF
+end=$((SECONDS + 120))
+until [ "$(kc -n "$NS" get pod writer -o 'jsonpath={.status.phase}' 2>/dev/null)" = Succeeded ]; do
+  [ $SECONDS -lt $end ] || { kc -n "$NS" describe pvc data >&2; fail "the writer pod did not succeed within 120s"; }
+  sleep 1
+done
+pv=$(kc -n "$NS" get pvc data -o 'jsonpath={.spec.volumeName}')
+[ "$(kc get storageclass standard -o 'jsonpath={.metadata.annotations.storageclass\.kubernetes\.io/is-default-class}')" = true ] \
+  || fail "the StorageClass standard is not the default"
+dir=$(kc get pv "$pv" -o 'jsonpath={.spec.hostPath.path}')
+case $dir in "$TARGET/cluster/local-path/"*) ;; *) fail "volume $pv is at '$dir', not under $TARGET/cluster/local-path" ;; esac
+[ "$(cat "$dir/proof")" = bookstore-volume-ok ] || fail "the pod's file is not in $dir"
+kc -n "$NS" delete pod writer --wait=true >/dev/null
+kc -n "$NS" delete pvc data --wait=true >/dev/null
+end=$((SECONDS + 120))
+while kc get pv "$pv" >/dev/null 2>&1 || [ -e "$dir" ]; do
+  [ $SECONDS -lt $end ] || fail "volume $pv or its directory $dir still there 120s after its claim was deleted"
+  sleep 1
+done
+log "local-path provisioner: claim bound, pod wrote $dir, volume and directory deleted with the claim"
