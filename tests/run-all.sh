@@ -34,6 +34,7 @@ step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --
 # The release binaries first: the end-to-end test packs them into images.
 step "release build" cargo build --release --locked --bin bookstore --bin bookstore-operator
 step "unit, service, system, chaos, operator (API server) and end-to-end (Kubernetes) tests (cargo test)" cargo test --workspace --locked
+step "alert rules: promtool check and unit tests, runbooks (tests/alerts/check.sh)" tests/alerts/check.sh
 step "real single-node Kubernetes cluster (tests/cluster/smoke.sh)" tests/cluster/smoke.sh
 step "Helm chart: lint, template, schema, dashboard, server dry run, RBAC (tests/chart/check.sh)" tests/chart/check.sh
 

@@ -161,6 +161,17 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Deletes a namespace and waits until it is gone (nothing if there is none).
+    pub fn delete_namespace(&self, namespace: &str) {
+        self.kubectl(&[
+            "delete",
+            "namespace",
+            namespace,
+            "--ignore-not-found",
+            "--wait=true",
+        ]);
+    }
+
     /// Runs helm; panics with its output if it fails.
     pub fn helm(&self, args: &[&str]) -> String {
         output(

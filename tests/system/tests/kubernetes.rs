@@ -2,7 +2,8 @@
 //! kube-proxy, CoreDNS; `tests/cluster/cluster.sh up`), done the way a user
 //! does it:
 //! - import the images, `helm install` the chart, `kubectl apply` a BookStore
-//!   (the sample, with volumes from this cluster), wait for `Ready`;
+//!   (the sample, its volumes from the cluster's local-path provisioner as on
+//!   kind), wait for `Ready`;
 //! - run `bookstore client` (the original's tests 1-4) against the frontend
 //!   Service;
 //! - under a bounded concurrent buy load through the frontend Service, delete
@@ -10,10 +11,13 @@
 //!   takes over under a higher epoch, an Event records it, the StatefulSet
 //!   brings the pod back, it resyncs and takes the primary back; afterwards
 //!   nothing is oversold, every order is readable, replicas are identical;
-//! - Prometheus (Debian's package) scrapes the store and the operator (the
-//!   pods annotated for it), and every query of the Grafana dashboard returns
-//!   data;
-//! - deleting the BookStore and `helm uninstall` remove every object.
+//! - Prometheus (the cluster's build of the pinned Go module), deployed in the
+//!   cluster with the README's `kubernetes_sd_configs` scrape configuration,
+//!   discovers and scrapes the store's and the operator's pods, every query of
+//!   the Grafana dashboard returns data, and it evaluates every rule of the
+//!   chart's PrometheusRule without an error;
+//! - deleting the BookStore removes every object and its volumes (the
+//!   provisioner deletes them), `helm uninstall` the operator.
 
 use std::path::Path;
 use std::process::Command;
@@ -27,17 +31,16 @@ use bookstore_system_tests::{
     BuyLoad, LoadPlan, check_every_order_is_readable, check_stock_matches_successes, eventually,
 };
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 mod prometheus;
 use prometheus::Prometheus;
 
 const OPERATOR_NAMESPACE: &str = "bookstore-system";
 const NAMESPACE: &str = "bookstore-e2e";
-const STORAGE_CLASS: &str = "bookstore-e2e";
 const WAIT: Duration = Duration::from_secs(240);
 
 fn plan() -> LoadPlan {
@@ -71,7 +74,6 @@ async fn bookstore_on_kubernetes_end_to_end() {
     cluster.kubectl(&["create", "namespace", NAMESPACE]);
     let sample = sample_store();
     let name = sample.name_any();
-    provide_volumes(&cluster, &sample);
     let inventory = format!(
         "{}{}",
         std::fs::read_to_string(cluster.root.join("config/inventory.txt"))
@@ -108,7 +110,10 @@ async fn bookstore_on_kubernetes_end_to_end() {
         .arg(&inventory_file));
 
     // Prometheus scrapes from now on, so the dashboard shows the crashes.
-    let prometheus = Prometheus::start(&client, &work, &[NAMESPACE, OPERATOR_NAMESPACE]);
+    let prometheus = Prometheus::start(&cluster, &client).await;
+    prometheus
+        .check_targets(NAMESPACE, OPERATOR_NAMESPACE)
+        .await;
 
     // Crashes under load.
     let plan = plan();
@@ -135,7 +140,8 @@ async fn bookstore_on_kubernetes_end_to_end() {
     // Metrics: every query of the dashboard answers from the real Prometheus
     // that scraped the store and the operator through all of the above.
     prometheus.check_dashboard(&cluster.root).await;
-    drop(prometheus);
+    prometheus.check_rules(&cluster.root).await;
+    prometheus::remove(&cluster);
 
     // Uninstall: the store's objects, then the operator's, go.
     cluster.kubectl(&[
@@ -167,6 +173,26 @@ async fn bookstore_on_kubernetes_end_to_end() {
         (left == 0).then_some(())
     })
     .await;
+    // The claims went with the store, and the provisioner deletes their volumes.
+    let volumes = Api::<PersistentVolume>::all(client.clone());
+    eventually("the store's volumes are deleted", WAIT, || async {
+        let left = volumes
+            .list(&ListParams::default())
+            .await
+            .ok()?
+            .items
+            .into_iter()
+            .filter(|v| {
+                v.spec
+                    .as_ref()
+                    .and_then(|s| s.claim_ref.as_ref())
+                    .and_then(|c| c.namespace.as_deref())
+                    == Some(NAMESPACE)
+            })
+            .count();
+        (left == 0).then_some(())
+    })
+    .await;
     cluster.helm(&["uninstall", "bookstore", "-n", OPERATOR_NAMESPACE, "--wait"]);
     let deployments = Api::<Deployment>::namespaced(client.clone(), OPERATOR_NAMESPACE);
     eventually("the operator is gone", WAIT, || async {
@@ -178,8 +204,7 @@ async fn bookstore_on_kubernetes_end_to_end() {
             .is_empty()
             .then_some(())
     })
-    .await; // The volumes' claims are kept with the data (a StatefulSet keeps them);
-    // this test's namespace and volumes go with it.
+    .await;
     remove_earlier_runs(&cluster);
 }
 
@@ -189,13 +214,7 @@ fn path(path: &Path) -> &str {
 
 /// A cluster that was already up may hold what an earlier run left.
 fn remove_earlier_runs(cluster: &Cluster) {
-    cluster.kubectl(&[
-        "delete",
-        "namespace",
-        NAMESPACE,
-        "--ignore-not-found",
-        "--wait=true",
-    ]);
+    cluster.delete_namespace(NAMESPACE);
     cluster.helm(&[
         "uninstall",
         "bookstore",
@@ -204,13 +223,7 @@ fn remove_earlier_runs(cluster: &Cluster) {
         "--ignore-not-found",
         "--wait",
     ]);
-    cluster.kubectl(&[
-        "delete",
-        "persistentvolume",
-        "-l",
-        "app.kubernetes.io/part-of=bookstore-e2e",
-        "--ignore-not-found",
-    ]);
+    prometheus::remove(cluster);
 }
 
 fn install_chart(cluster: &Cluster) {
@@ -239,10 +252,10 @@ fn sample_store() -> BookStore {
     serde_yaml::from_str(&text).expect("the sample is a BookStore")
 }
 
-/// The sample with this test's inventory and this cluster's volumes.
+/// The sample with this test's inventory; its storage as it is (the
+/// cluster's default StorageClass).
 fn store_manifest(sample: &BookStore, inventory: &str) -> String {
     let mut store = sample.clone();
-    store.spec.storage.storage_class_name = Some(STORAGE_CLASS.to_owned());
     // So that deleting the store shows its volume claims go too.
     store.spec.storage.delete_with_store = true;
     store.spec.inventory = Some(bookstore_operator::crd::Inventory {
@@ -250,43 +263,6 @@ fn store_manifest(sample: &BookStore, inventory: &str) -> String {
         config_map: None,
     });
     serde_yaml::to_string(&store).expect("a manifest")
-}
-
-/// This cluster has no volume provisioner: one hostPath volume per member,
-/// owned by the containers' user, in a StorageClass of their own.
-fn provide_volumes(cluster: &Cluster, store: &BookStore) {
-    let root = cluster.root.join("target/e2e/volumes");
-    let _ = std::fs::remove_dir_all(&root);
-    let mut manifests = vec![json!({
-        "apiVersion": "storage.k8s.io/v1",
-        "kind": "StorageClass",
-        "metadata": {"name": STORAGE_CLASS},
-        "provisioner": "kubernetes.io/no-provisioner",
-        "volumeBindingMode": "WaitForFirstConsumer",
-    })];
-    let members = store.spec.replicas.catalog + store.spec.replicas.order;
-    for n in 0..members {
-        let dir = root.join(format!("pv-{n}"));
-        std::fs::create_dir_all(&dir).expect("a volume directory");
-        run(Command::new("chown").arg("65532:65532").arg(&dir));
-        manifests.push(json!({
-            "apiVersion": "v1",
-            "kind": "PersistentVolume",
-            "metadata": {
-                "name": format!("bookstore-e2e-{n}"),
-                "labels": {"app.kubernetes.io/part-of": "bookstore-e2e"},
-            },
-            "spec": {
-                "storageClassName": STORAGE_CLASS,
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "hostPath": {"path": path(&dir), "type": "Directory"},
-            },
-        }));
-    }
-    let list = json!({"apiVersion": "v1", "kind": "List", "items": manifests});
-    cluster.kubectl_stdin(&["apply", "-f", "-"], &list.to_string());
 }
 
 async fn frontend_url(client: &Client, store: &str) -> String {
