@@ -25,6 +25,7 @@ use serde_json::json;
 use tracing::Instrument as _;
 
 use crate::coordination::{Coordination, StoreKey, coordinator_url};
+use crate::coordinator_state::ConfigMapStore;
 use crate::crd::{BookStore, BookStoreStatus};
 use crate::metrics::{self, OperatorMetrics};
 use crate::names::{FIELD_MANAGER, PRIMARY, REPLICA, ROLE_LABEL, StoreNames};
@@ -49,6 +50,8 @@ pub enum Error {
     Kube(#[from] kube::Error),
     #[error("the peer token Secret {0} has no usable token")]
     BadTokenSecret(String),
+    #[error("the coordinator's durable state: {0}")]
+    CoordinatorState(#[from] bookstore_replication::coordinator::durable::DurableError),
 }
 
 impl Error {
@@ -56,6 +59,7 @@ impl Error {
         match self {
             Error::Kube(_) => "kube_api",
             Error::BadTokenSecret(_) => "token_secret",
+            Error::CoordinatorState(_) => "coordinator_state",
         }
     }
 }
@@ -171,7 +175,15 @@ impl Reconciler<'_> {
         self.apply_all(&resources::desired(self.store, &inputs))
             .await?;
         // 3. Coordinate: pods' readiness in, primaries' labels out.
-        self.context.coordination.ensure(self.store, token);
+        let durable = ConfigMapStore::for_store(
+            self.context.client.clone(),
+            self.names,
+            resources::owner_reference(self.store),
+        );
+        self.context
+            .coordination
+            .ensure(self.store, token, Arc::new(durable))
+            .await?;
         let pods = self.list_pods().await?;
         let observed = self.observe(&pods).await?;
         self.label_pods(&pods, &observed).await?;
@@ -301,13 +313,17 @@ impl Reconciler<'_> {
         let ready_catalog = ready_ordinals(pods, self.names, Role::Catalog);
         let ready_order = ready_ordinals(pods, self.names, Role::Order);
         let coordination = &self.context.coordination;
-        coordination.observe_pods(&key, Role::Catalog, spec.replicas.catalog, &ready_catalog);
-        coordination.observe_pods(&key, Role::Order, spec.replicas.order, &ready_order);
+        coordination
+            .observe_pods(&key, Role::Catalog, spec.replicas.catalog, &ready_catalog)
+            .await;
+        coordination
+            .observe_pods(&key, Role::Order, spec.replicas.order, &ready_order)
+            .await;
         coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
         Ok(Observed {
             generation: self.store.metadata.generation,
-            catalog: coordination.topology(&key, Role::Catalog),
-            order: coordination.topology(&key, Role::Order),
+            catalog: coordination.topology(&key, Role::Catalog).await,
+            order: coordination.topology(&key, Role::Order).await,
             ready_catalog_pods: ready_catalog,
             ready_order_pods: ready_order,
             frontend_ready: self.deployment_ready(Role::Frontend).await?,

@@ -5,7 +5,10 @@
 //! and the primary asks it to change the in-sync set there. The operator
 //! adds what only Kubernetes knows: a member whose pod is gone or not Ready
 //! is marked down at once, without waiting for missed heartbeats. Every
-//! topology change becomes a Kubernetes Event on the BookStore.
+//! topology change becomes a Kubernetes Event on the BookStore. Each
+//! coordinator continues from its store's durable state
+//! ([`crate::coordinator_state`]), so a new operator leader picks up the
+//! epochs and in-sync sets where the old one left them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,8 +22,11 @@ use bookstore_core::ApiError;
 use bookstore_core::cluster::Role;
 use bookstore_core::metrics::Metrics;
 use bookstore_core::token::{PeerToken, TOKEN_HEADER};
-use bookstore_replication::coordinator::{CoordinatorConfig, DEFAULT_BOOTSTRAP_WAIT, Published};
-use bookstore_replication::coordinator_server::{CoordinatorMetrics, CoordinatorServer};
+use bookstore_replication::coordinator::durable::{DurableError, DurableStore};
+use bookstore_replication::coordinator::{CoordinatorConfig, Published};
+use bookstore_replication::coordinator_server::{
+    CoordinatorMetrics, CoordinatorServer, CoordinatorSetup,
+};
 use bookstore_replication::topology::{AlterInSync, Heartbeat, Topology};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -74,19 +80,24 @@ impl Coordination {
         self.stores.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The coordinator of `store`, started on first use.
-    pub fn ensure(&self, store: &BookStore, token: PeerToken) -> CoordinatorServer {
+    /// The coordinator of `store`, started on first use from the durable
+    /// state in `durable` (it fails if that cannot be read: starting from
+    /// nothing while a state exists could elect a stale member).
+    pub async fn ensure(
+        &self,
+        store: &BookStore,
+        token: PeerToken,
+        durable: Arc<dyn DurableStore>,
+    ) -> Result<CoordinatorServer, DurableError> {
         let names = store_names(store);
         let key = (names.namespace.clone(), names.name.clone());
-        let mut stores = self.lock();
-        if let Some(existing) = stores.get(&key).filter(|s| s.token == token) {
-            return existing.server.clone();
+        if let Some(existing) = self.lock().get(&key).filter(|s| s.token == token) {
+            return Ok(existing.server.clone());
         }
         let spec = &store.spec;
         let config = CoordinatorConfig {
             heartbeat_interval: Duration::from_millis(spec.heartbeat.interval_ms),
             miss_threshold: spec.heartbeat.failure_threshold,
-            bootstrap_wait: DEFAULT_BOOTSTRAP_WAIT,
         };
         let tiers = [
             (Role::Catalog, spec.replicas.catalog.max(0) as usize),
@@ -98,16 +109,26 @@ impl Coordination {
             .collect();
         let last_failover = Arc::new(Mutex::new(None));
         let hook = self.change_hook(store.object_ref(&()), names.clone(), last_failover.clone());
-        let server = CoordinatorServer::for_store(
-            &format!("{}/{}", names.namespace, names.name),
+        let setup = CoordinatorSetup {
+            store: &format!("{}/{}", names.namespace, names.name),
             config,
-            &tiers,
-            order_members.clone(),
+            tiers: &tiers,
+            subscribers: order_members.clone(),
+            durable,
+        };
+        let server = CoordinatorServer::start(
+            setup,
             token.clone(),
             &self.metrics,
             self.coordinator_metrics.clone(),
         )
+        .await?
         .on_change(hook);
+        let mut stores = self.lock();
+        // Another reconcile of the same store may have started one meanwhile.
+        if let Some(existing) = stores.get(&key).filter(|s| s.token == token) {
+            return Ok(existing.server.clone());
+        }
         let ticks = tokio::spawn(server.clone().run_ticks()).abort_handle();
         tracing::info!(store = %names.name, namespace = %names.namespace, "coordinator started");
         stores.insert(
@@ -120,7 +141,7 @@ impl Coordination {
                 last_failover,
             },
         );
-        server
+        Ok(server)
     }
 
     /// Stops the coordinator of a deleted store.
@@ -135,9 +156,13 @@ impl Coordination {
         self.lock().keys().cloned().collect()
     }
 
-    pub fn topology(&self, key: &StoreKey, tier: Role) -> Option<Topology> {
+    pub async fn topology(&self, key: &StoreKey, tier: Role) -> Option<Topology> {
         let server = self.lock().get(key)?.server.clone();
-        server.topologies().into_iter().find(|t| t.tier == tier)
+        server
+            .topologies()
+            .await
+            .into_iter()
+            .find(|t| t.tier == tier)
     }
 
     pub fn last_failover(&self, key: &StoreKey) -> Option<Time> {
@@ -147,12 +172,12 @@ impl Coordination {
     }
 
     /// Members of `tier` whose pod is missing or not Ready are down now.
-    pub fn observe_pods(&self, key: &StoreKey, tier: Role, desired: i32, ready: &[u32]) {
+    pub async fn observe_pods(&self, key: &StoreKey, tier: Role, desired: i32, ready: &[u32]) {
         let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
             return;
         };
         for ordinal in (0..desired.max(0) as u32).filter(|o| !ready.contains(o)) {
-            server.mark_down(tier, ordinal);
+            server.mark_down(tier, ordinal).await;
         }
     }
 
@@ -286,6 +311,7 @@ async fn heartbeat(
     coordination
         .authorized(key, &headers)?
         .heartbeat(&heartbeat)
+        .await
         .map(Json)
 }
 
@@ -298,6 +324,7 @@ async fn alter_in_sync(
     coordination
         .authorized(key, &headers)?
         .alter_in_sync(&request)
+        .await
         .map(Json)
 }
 
@@ -306,7 +333,8 @@ async fn topologies(
     Path(key): Path<StoreKey>,
     headers: HeaderMap,
 ) -> Result<Json<Vec<Topology>>, ApiError> {
-    Ok(Json(coordination.authorized(key, &headers)?.topologies()))
+    let server = coordination.authorized(key, &headers)?;
+    Ok(Json(server.topologies().await))
 }
 
 /// The URL the members of `names` reach their coordinator at.

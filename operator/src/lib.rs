@@ -10,11 +10,14 @@
 //! - [`controller`]: the reconcile loop, the only place that applies objects.
 //! - [`coordination`]: one coordinator per store, served over HTTP to the
 //!   store's members, fed by pod readiness; Events on every topology change.
+//! - [`coordinator_state`]: the coordinators' durable state, in a ConfigMap
+//!   per store with optimistic concurrency.
 //! - [`leader`]: Lease-based leader election.
 //! - [`metrics`]: the operator's own Prometheus metrics.
 
 pub mod controller;
 pub mod coordination;
+pub mod coordinator_state;
 pub mod crd;
 pub mod leader;
 pub mod metrics;

@@ -50,6 +50,11 @@ impl StoreNames {
         format!("{}-config", self.name)
     }
 
+    /// The ConfigMap the store's coordinator keeps its durable state in.
+    pub fn coordinator_state(&self) -> String {
+        format!("{}-coordinator", self.name)
+    }
+
     pub fn token_secret(&self) -> String {
         format!("{}-peer-token", self.name)
     }

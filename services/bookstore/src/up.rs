@@ -19,9 +19,8 @@ use bookstore_core::inventory;
 use bookstore_core::metrics::Metrics;
 use bookstore_core::shutdown::{self, Shutdown};
 use bookstore_core::token::PeerToken;
-use bookstore_replication::coordinator::{
-    CoordinatorConfig, DEFAULT_BOOTSTRAP_WAIT, DEFAULT_MISS_THRESHOLD,
-};
+use bookstore_replication::coordinator::durable::FileStore;
+use bookstore_replication::coordinator::{CoordinatorConfig, DEFAULT_MISS_THRESHOLD};
 use bookstore_replication::coordinator_server::CoordinatorServer;
 use clap::Args;
 use serde::{Deserialize, Serialize};
@@ -72,7 +71,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let token = PeerToken::load_or_create(&args.store.token_path())?;
     let shutdown = Shutdown::on_signals();
 
-    start_coordinator(&cluster, &args, token, shutdown.clone()).await?;
+    let coordinator = start_coordinator(&cluster, &args, token, shutdown.clone()).await?;
     let pids = Arc::new(Mutex::new(Pids {
         supervisor: std::process::id(),
         members: BTreeMap::new(),
@@ -82,6 +81,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         let child = ChildSpec::new(&member, &args)?;
         supervisors.push(tokio::spawn(supervise(
             child,
+            coordinator.clone(),
             pids.clone(),
             data_dir.clone(),
             shutdown.clone(),
@@ -111,14 +111,13 @@ async fn start_coordinator(
     args: &UpArgs,
     token: PeerToken,
     shutdown: Shutdown,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<CoordinatorServer> {
     let member = cluster
         .first(Role::Coordinator)
         .context("the cluster file lists no coordinator")?;
     let config = CoordinatorConfig {
         heartbeat_interval: args.store.heartbeat_interval(),
         miss_threshold: args.miss_threshold.max(1),
-        bootstrap_wait: DEFAULT_BOOTSTRAP_WAIT,
     };
     let tiers = [
         (Role::Catalog, cluster.of_role(Role::Catalog).count()),
@@ -130,22 +129,40 @@ async fn start_coordinator(
         .map(|m| m.peer.clone())
         .collect();
     let metrics = Metrics::new("coordinator");
-    let server = CoordinatorServer::new(config, &tiers, subscribers, token.clone(), &metrics);
+    // The coordinator's epochs and in-sync sets outlive `up`: a restarted
+    // store continues from them and can never elect a stale member.
+    let durable = FileStore::in_dir(&args.store.data_dir);
+    let server = CoordinatorServer::start_local(
+        config,
+        &tiers,
+        subscribers,
+        Arc::new(durable.clone()),
+        token.clone(),
+        &metrics,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "starting the coordinator; if {} is damaged, move it away and the coordinator bootstraps from the members once all are up",
+            durable.path().display()
+        )
+    })?;
     let listener = TcpListener::bind(&member.peer)
         .await
         .with_context(|| format!("binding the coordinator to {}", member.peer))?;
     let router = service_router(server.routes(token), metrics, always_ready());
-    tokio::spawn(server.run_ticks());
+    tokio::spawn(server.clone().run_ticks());
     tokio::spawn(async move {
         if let Err(error) = serve(listener, router, shutdown.wait()).await {
             tracing::error!(%error, "the coordinator stopped serving");
         }
     });
-    Ok(())
+    Ok(server)
 }
 
 /// How to start one child.
 struct ChildSpec {
+    member: Member,
     name: String,
     program: PathBuf,
     args: Vec<String>,
@@ -173,6 +190,7 @@ impl ChildSpec {
             args.push("--no-cache".into());
         }
         Ok(Self {
+            member: member.clone(),
             name: member.name(),
             program,
             args,
@@ -201,6 +219,7 @@ impl ChildSpec {
 /// Keeps one child running until shutdown, restarting it when it dies.
 async fn supervise(
     child: ChildSpec,
+    coordinator: CoordinatorServer,
     pids: Arc<Mutex<Pids>>,
     data_dir: PathBuf,
     shutdown: Shutdown,
@@ -232,6 +251,11 @@ async fn supervise(
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
                 backoff = if started.elapsed() >= HEALTHY_RUN { RESTART_BACKOFF } else { (backoff * 2).min(MAX_RESTART_BACKOFF) };
                 tracing::warn!(child = %child.name, pid, %status, ?backoff, "child exited; restarting");
+                // A dead member is down now, not after missed heartbeats:
+                // a primary that died fails over at once.
+                if child.member.role.is_replicated() {
+                    coordinator.mark_down(child.member.role, child.member.ordinal).await;
+                }
                 eprintln!("{} (pid {pid}) exited: {status}; restarting in {backoff:?}", child.name);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -274,7 +298,11 @@ fn record_pid(pids: &Mutex<Pids>, data_dir: &Path, name: &str, pid: u32) {
         .and_then(|json| std::fs::write(&temporary, json))
         .and_then(|()| std::fs::rename(&temporary, &path));
     if let Err(error) = written {
-        tracing::warn!(%error, "cannot record pids");
+        // A stale file would make `bookstore status` name dead processes:
+        // better none (removing needs no space on a full disk).
+        let _ = std::fs::remove_file(&temporary);
+        let removed = std::fs::remove_file(&path);
+        tracing::error!(%error, path = %path.display(), stale_removed = removed.is_ok(), "cannot record pids; `bookstore status` shows no pids until the next write succeeds");
     }
 }
 

@@ -5,6 +5,7 @@
 mod support;
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore_core::cluster::{ClusterConfig, Role};
@@ -14,6 +15,7 @@ use bookstore_core::metrics::Metrics;
 use bookstore_core::shutdown::{self, ShutdownTrigger};
 use bookstore_core::token::PeerToken;
 use bookstore_replication::coordinator::CoordinatorConfig;
+use bookstore_replication::coordinator::durable::FileStore;
 use bookstore_replication::coordinator_server::CoordinatorServer;
 use bookstore_replication::node::NodeConfig;
 use serde_json::Value;
@@ -36,7 +38,7 @@ impl Store {
         let cluster = local_cluster(2);
         let token = PeerToken::generate();
         let (stop, shutdown) = shutdown::channel();
-        start_coordinator(&cluster, &token).await;
+        start_coordinator(&cluster, &token, dir.path()).await;
         let member =
             |role: Role, ordinal: u32| cluster.member(role, ordinal).expect("member").clone();
         let cache = member(Role::Cache, 0);
@@ -167,7 +169,7 @@ impl Store {
     }
 }
 
-async fn start_coordinator(cluster: &ClusterConfig, token: &PeerToken) {
+async fn start_coordinator(cluster: &ClusterConfig, token: &PeerToken, data_dir: &Path) {
     let config = CoordinatorConfig {
         heartbeat_interval: TEST_HEARTBEAT,
         ..Default::default()
@@ -178,13 +180,16 @@ async fn start_coordinator(cluster: &ClusterConfig, token: &PeerToken) {
         .map(|m| m.peer.clone())
         .collect();
     let metrics = Metrics::new("coordinator");
-    let server = CoordinatorServer::new(
+    let server = CoordinatorServer::start_local(
         config,
         &[(Role::Catalog, 2), (Role::Order, 2)],
         subscribers,
+        Arc::new(FileStore::in_dir(data_dir)),
         token.clone(),
         &metrics,
-    );
+    )
+    .await
+    .expect("the coordinator starts");
     let address = cluster
         .first(Role::Coordinator)
         .expect("coordinator")

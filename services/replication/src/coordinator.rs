@@ -16,19 +16,28 @@
 //!    in-sync set and resyncs from the new primary, so no replica ever keeps
 //!    a write the new primary does not have.
 //!
+//! What it must never forget (the epoch, the primary and the in-sync set,
+//! [`durable::TierRecord`]) its driver saves before it publishes a topology
+//! that depends on it; a coordinator built from those records continues
+//! where the last one stopped (see [`Coordinator::new`]).
+//!
 //! Safety rests on one invariant: the primary acknowledges a write only when
 //! every member of the in-sync set has made it durable, and only the
 //! coordinator grows that set, on the primary's request, while the primary is
 //! already replicating to the newcomer. So every in-sync member holds every
 //! acknowledged write, and the rule only ever elects in-sync members.
 
+pub mod durable;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use bookstore_core::cluster::{Ordinal, Role};
+use serde::{Deserialize, Serialize};
 
 use crate::rule::{Candidate, choose_primary};
 use crate::topology::{AlterInSync, Epoch, Heartbeat, LogIndex, Phase, Topology, TopologyMember};
+use durable::{DurableState, TierRecord};
 
 /// How often members heartbeat, as in the original.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
@@ -36,16 +45,12 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// one (its timeout equalled the interval), so a busy member flapped; three
 /// leave room for scheduling delays under load.
 pub const DEFAULT_MISS_THRESHOLD: u32 = 3;
-/// How long a freshly started coordinator waits for every member of a tier
-/// before it picks a primary from the members it has heard from.
-pub const DEFAULT_BOOTSTRAP_WAIT: Duration = Duration::from_secs(10);
 
 /// The coordinator's settings.
 #[derive(Debug, Clone, Copy)]
 pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     pub miss_threshold: u32,
-    pub bootstrap_wait: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -53,7 +58,6 @@ impl Default for CoordinatorConfig {
         Self {
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             miss_threshold: DEFAULT_MISS_THRESHOLD,
-            bootstrap_wait: DEFAULT_BOOTSTRAP_WAIT,
         }
     }
 }
@@ -91,6 +95,17 @@ pub enum AlterError {
     NotLive(Ordinal),
 }
 
+/// What `bookstore status` and the operator show of a tier.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierStatus {
+    pub tier: Role,
+    pub epoch: Epoch,
+    pub primary: Option<Ordinal>,
+    pub in_sync: Vec<Ordinal>,
+    /// Why the tier has no primary or is not yet acting, in words.
+    pub waiting: Option<String>,
+}
+
 #[derive(Debug, Clone)]
 struct MemberRecord {
     incarnation: u64,
@@ -101,52 +116,115 @@ struct MemberRecord {
     data_epoch: Epoch,
 }
 
+/// How a tier's coordinator came by its knowledge of the tier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Memory {
+    /// No durable facts: wait for every member, then trust the newest data.
+    Bootstrapping,
+    /// Continued from durable facts: until `until`, or until every member
+    /// of the recorded in-sync set has been heard from, change nothing (a
+    /// member not yet heard from is unknown, not down).
+    Resuming { until: Instant },
+    /// Acting on what it has seen.
+    Settled,
+}
+
 #[derive(Debug)]
 struct TierState {
     tier: Role,
     expected_members: usize,
     epoch: Epoch,
     primary: Option<Ordinal>,
-    in_sync: BTreeSet<Ordinal>,
+    /// Each in-sync member with the incarnation it was in sync as.
+    in_sync: BTreeMap<Ordinal, u64>,
     members: BTreeMap<Ordinal, MemberRecord>,
-    bootstrapped: bool,
+    memory: Memory,
 }
 
 /// The coordinator of every replicated tier of one store.
 #[derive(Debug)]
 pub struct Coordinator {
     config: CoordinatorConfig,
-    started: Instant,
     tiers: BTreeMap<Role, TierState>,
 }
 
 impl Coordinator {
-    /// A coordinator for `tiers`, each with the number of members it expects.
-    pub fn new(config: CoordinatorConfig, tiers: &[(Role, usize)], now: Instant) -> Self {
+    /// A coordinator for `tiers`, each with the number of members it expects,
+    /// continuing from `durable` (the last saved state; empty for a new
+    /// store, or if the state was lost).
+    ///
+    /// A tier with a record starts at the recorded epoch, so everything it
+    /// publishes is above every epoch ever published, and only a member of
+    /// the recorded in-sync set can be elected. A tier without one waits for
+    /// every expected member and elects the one with the newest data.
+    pub fn new(
+        config: CoordinatorConfig,
+        tiers: &[(Role, usize)],
+        durable: &DurableState,
+        now: Instant,
+    ) -> Self {
+        let resume_until = now + config.liveness_timeout();
         let tiers = tiers
             .iter()
             .map(|&(tier, expected_members)| {
-                let state = TierState {
+                let mut state = TierState {
                     tier,
                     expected_members,
                     epoch: 0,
                     primary: None,
-                    in_sync: BTreeSet::new(),
+                    in_sync: BTreeMap::new(),
                     members: BTreeMap::new(),
-                    bootstrapped: false,
+                    memory: Memory::Bootstrapping,
                 };
+                match durable.get(&tier) {
+                    Some(record) if !record.in_sync.is_empty() => {
+                        state.resume_from(record, resume_until);
+                    }
+                    // A record that names nobody in sync cannot elect
+                    // anyone: bootstrap, but above its epoch.
+                    Some(record) => state.epoch = record.epoch,
+                    None => {}
+                }
                 (tier, state)
             })
             .collect();
-        Self {
-            config,
-            started: now,
-            tiers,
-        }
+        Self { config, tiers }
     }
 
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    /// What must be saved before the current topologies are published.
+    pub fn durable_state(&self) -> DurableState {
+        self.tiers
+            .values()
+            .filter(|state| state.memory != Memory::Bootstrapping)
+            .map(|state| (state.tier, state.record()))
+            .collect()
+    }
+
+    /// Goes back to `durable` (the last state that was saved) after a save
+    /// failed: nothing decided since may be published. Members heard from
+    /// are kept; the next tick decides again.
+    pub fn roll_back(&mut self, durable: &DurableState) {
+        for state in self.tiers.values_mut() {
+            match durable.get(&state.tier) {
+                Some(record) => {
+                    state.epoch = record.epoch;
+                    state.primary = record.primary;
+                    state.in_sync = record.in_sync.clone();
+                    if state.memory == Memory::Bootstrapping {
+                        state.memory = Memory::Settled;
+                    }
+                }
+                None => {
+                    state.primary = None;
+                    state.in_sync.clear();
+                    state.memory = Memory::Bootstrapping;
+                }
+            }
+        }
     }
 
     /// The current topology of `tier`.
@@ -164,27 +242,53 @@ impl Coordinator {
             .collect()
     }
 
+    /// What every tier is doing, in words where it is waiting.
+    pub fn status(&self, now: Instant) -> Vec<TierStatus> {
+        let timeout = self.config.liveness_timeout();
+        self.tiers
+            .values()
+            .map(|state| TierStatus {
+                tier: state.tier,
+                epoch: state.epoch,
+                primary: state.primary,
+                in_sync: state.in_sync.keys().copied().collect(),
+                waiting: state.waiting(now, timeout),
+            })
+            .collect()
+    }
+
     /// Records a heartbeat; returns the change it caused, if any.
     pub fn heartbeat(&mut self, heartbeat: &Heartbeat, now: Instant) -> Option<Published> {
         let timeout = self.config.liveness_timeout();
-        let bootstrap_due = now.duration_since(self.started) >= self.config.bootstrap_wait;
         let state = self.tiers.get_mut(&heartbeat.tier)?;
         let mut reasons = Vec::new();
+        let ordinal = heartbeat.ordinal;
         let restarted = state
             .members
-            .get(&heartbeat.ordinal)
-            .is_some_and(|m| m.incarnation != heartbeat.incarnation);
+            .get(&ordinal)
+            .map(|m| m.incarnation)
+            .or_else(|| state.in_sync.get(&ordinal).copied())
+            .is_some_and(|known| known != heartbeat.incarnation);
         if restarted || heartbeat.phase == Phase::Joining {
-            state.leave_in_sync(heartbeat.ordinal, "restarted", &mut reasons);
+            state.leave_in_sync(ordinal, "restarted", &mut reasons);
         }
-        // A coordinator that starts over (a new operator leader, a restarted
-        // `bookstore up`) must publish epochs above any its members have seen,
-        // or they would refuse its topologies as stale.
-        if !state.bootstrapped {
-            state.epoch = state.epoch.max(heartbeat.epoch);
+        if let Some(recorded) = state.in_sync.get_mut(&ordinal)
+            && *recorded != heartbeat.incarnation
+        {
+            // The last in-sync member restarted: its disk still holds every
+            // acknowledged write, so it stays, as its new incarnation. The
+            // epoch rises so that no two processes ever lead in one epoch.
+            *recorded = heartbeat.incarnation;
+            reasons.push(format!(
+                "{}-{ordinal} restarted; it stays in sync as the only member holding every acknowledged write",
+                state.tier
+            ));
         }
+        // Epochs only rise: never publish one a member has already seen (a
+        // coordinator that lost its durable state learns them from here).
+        state.epoch = state.epoch.max(heartbeat.epoch).max(heartbeat.data_epoch);
         state.members.insert(
-            heartbeat.ordinal,
+            ordinal,
             MemberRecord {
                 incarnation: heartbeat.incarnation,
                 peer: heartbeat.peer.clone(),
@@ -194,15 +298,14 @@ impl Coordinator {
                 data_epoch: heartbeat.data_epoch,
             },
         );
-        state.settle(now, timeout, bootstrap_due, reasons)
+        state.settle(now, timeout, reasons)
     }
 
-    /// Marks a member down at once (its pod was deleted or is not Ready), so
-    /// failover need not wait for missed heartbeats; its next heartbeat,
-    /// if any, brings it back.
+    /// Marks a member down at once (its pod was deleted or is not Ready, or
+    /// its process exited), so failover need not wait for missed heartbeats;
+    /// its next heartbeat, if any, brings it back.
     pub fn mark_down(&mut self, tier: Role, ordinal: Ordinal, now: Instant) -> Option<Published> {
         let timeout = self.config.liveness_timeout();
-        let bootstrap_due = now.duration_since(self.started) >= self.config.bootstrap_wait;
         let state = self.tiers.get_mut(&tier)?;
         let member = state.members.get_mut(&ordinal)?;
         let long_ago = now.checked_sub(timeout + Duration::from_secs(1))?;
@@ -210,17 +313,16 @@ impl Coordinator {
             return None;
         }
         member.last_seen = long_ago;
-        state.settle(now, timeout, bootstrap_due, Vec::new())
+        state.settle(now, timeout, Vec::new())
     }
 
     /// Expires silent members and re-applies the rule; call it a few times
     /// per heartbeat interval.
     pub fn tick(&mut self, now: Instant) -> Vec<Published> {
         let timeout = self.config.liveness_timeout();
-        let bootstrap_due = now.duration_since(self.started) >= self.config.bootstrap_wait;
         self.tiers
             .values_mut()
-            .filter_map(|state| state.settle(now, timeout, bootstrap_due, Vec::new()))
+            .filter_map(|state| state.settle(now, timeout, Vec::new()))
             .collect()
     }
 
@@ -248,14 +350,18 @@ impl Coordinator {
         if !wanted.contains(&request.primary) {
             return Err(AlterError::MissingPrimary);
         }
+        let current: BTreeSet<Ordinal> = state.in_sync.keys().copied().collect();
         if let Some(&added) = wanted
-            .difference(&state.in_sync)
+            .difference(&current)
             .find(|&&o| !state.is_live(o, now, timeout))
         {
             return Err(AlterError::NotLive(added));
         }
-        let reason = describe_in_sync_change(state.tier, &state.in_sync, &wanted);
-        state.in_sync = wanted;
+        let reason = describe_in_sync_change(state.tier, &current, &wanted);
+        state.in_sync = wanted
+            .into_iter()
+            .map(|ordinal| (ordinal, state.incarnation_of(ordinal)))
+            .collect();
         state.epoch += 1;
         Ok(Published {
             topology: state.topology(now, timeout),
@@ -267,6 +373,25 @@ impl Coordinator {
 }
 
 impl TierState {
+    fn resume_from(&mut self, record: &TierRecord, until: Instant) {
+        self.epoch = record.epoch;
+        self.primary = record.primary;
+        self.in_sync = record.in_sync.clone();
+        self.memory = Memory::Resuming { until };
+    }
+
+    fn record(&self) -> TierRecord {
+        TierRecord {
+            epoch: self.epoch,
+            primary: self.primary,
+            in_sync: self.in_sync.clone(),
+        }
+    }
+
+    fn incarnation_of(&self, ordinal: Ordinal) -> u64 {
+        self.members.get(&ordinal).map_or(0, |m| m.incarnation)
+    }
+
     fn is_live(&self, ordinal: Ordinal, now: Instant, timeout: Duration) -> bool {
         self.members
             .get(&ordinal)
@@ -276,11 +401,30 @@ impl TierState {
     /// Removes `ordinal` from the in-sync set unless it is the last member
     /// there (see the module comment).
     fn leave_in_sync(&mut self, ordinal: Ordinal, why: &str, reasons: &mut Vec<String>) {
-        if self.in_sync.len() > 1 && self.in_sync.remove(&ordinal) {
+        if self.in_sync.len() > 1 && self.in_sync.remove(&ordinal).is_some() {
             reasons.push(format!(
                 "{}-{ordinal} {why}, left the in-sync set",
                 self.tier
             ));
+        }
+    }
+
+    /// In-sync members a resuming coordinator has not heard from yet.
+    fn unheard_in_sync(&self) -> Vec<Ordinal> {
+        self.in_sync
+            .keys()
+            .copied()
+            .filter(|o| !self.members.contains_key(o))
+            .collect()
+    }
+
+    /// Ends a resumed tier's wait once every recorded in-sync member has
+    /// been heard from, or the wait is over.
+    fn end_resume_if_due(&mut self, now: Instant) {
+        if let Memory::Resuming { until } = self.memory
+            && (now >= until || self.unheard_in_sync().is_empty())
+        {
+            self.memory = Memory::Settled;
         }
     }
 
@@ -289,54 +433,43 @@ impl TierState {
         &mut self,
         now: Instant,
         timeout: Duration,
-        bootstrap_due: bool,
         mut reasons: Vec<String>,
     ) -> Option<Published> {
-        let silent: Vec<Ordinal> = self
-            .in_sync
-            .iter()
-            .copied()
-            .filter(|&o| !self.is_live(o, now, timeout))
-            .collect();
-        for ordinal in silent {
-            self.leave_in_sync(ordinal, "stopped heartbeating", &mut reasons);
+        self.end_resume_if_due(now);
+        if self.memory == Memory::Bootstrapping {
+            self.try_bootstrap(now, timeout, &mut reasons);
         }
-        if !self.bootstrapped {
-            self.try_bootstrap(now, timeout, bootstrap_due, &mut reasons);
-        }
-        let candidates: Vec<Candidate> = self
-            .members
-            .keys()
-            .map(|&ordinal| Candidate {
-                ordinal,
-                live: self.is_live(ordinal, now, timeout),
-                in_sync: self.in_sync.contains(&ordinal),
-            })
-            .collect();
-        let desired = choose_primary(&candidates);
-        let previous_primary = self.primary;
-        let primary_changed = self.bootstrapped && desired != previous_primary;
-        let mut failover = false;
-        if primary_changed {
-            failover = previous_primary.is_some_and(|p| !self.is_live(p, now, timeout))
-                || previous_primary.is_some_and(|p| !self.in_sync.contains(&p));
-            // A new primary starts a new lineage: everyone else resyncs. With
-            // no healthy member, the in-sync set stays: the tier waits for it.
-            if let Some(new) = desired {
-                self.in_sync = BTreeSet::from([new]);
-            }
-            reasons.push(match (previous_primary, desired) {
-                (Some(old), Some(new)) => {
-                    format!("{} primary moved from {old} to {new}", self.tier)
+        let mut change = PrimaryChange::default();
+        match self.memory {
+            Memory::Bootstrapping => {}
+            // Not everyone is heard from: elect nobody yet (a lower in-sync
+            // ordinal may still come), but a recorded primary that left the
+            // in-sync set (it restarted) must not stay primary.
+            Memory::Resuming { .. } => {
+                if let Some(old) = self.primary.filter(|p| !self.in_sync.contains_key(p)) {
+                    self.primary = None;
+                    reasons.push(format!(
+                        "{} primary {old} left the in-sync set; waiting for the other in-sync members",
+                        self.tier
+                    ));
+                    change = PrimaryChange {
+                        failover: true,
+                        previous_primary: Some(old),
+                    };
                 }
-                (None, Some(new)) => format!("{} primary is {new}", self.tier),
-                (Some(old), None) => format!(
-                    "{} lost its primary {old}; no in-sync member is live",
-                    self.tier
-                ),
-                (None, None) => format!("{} has no primary", self.tier),
-            });
-            self.primary = desired;
+            }
+            Memory::Settled => {
+                let silent: Vec<Ordinal> = self
+                    .in_sync
+                    .keys()
+                    .copied()
+                    .filter(|&o| !self.is_live(o, now, timeout))
+                    .collect();
+                for ordinal in silent {
+                    self.leave_in_sync(ordinal, "stopped heartbeating", &mut reasons);
+                }
+                change = self.apply_rule(now, timeout, &mut reasons);
+            }
         }
         if reasons.is_empty() {
             return None;
@@ -345,27 +478,65 @@ impl TierState {
         Some(Published {
             topology: self.topology(now, timeout),
             reason: reasons.join("; "),
-            failover,
-            previous_primary: primary_changed.then_some(previous_primary).flatten(),
+            failover: change.failover,
+            previous_primary: change.previous_primary,
         })
     }
 
-    /// With no memory of the tier, waits for every expected member (or the
-    /// bootstrap deadline), then trusts the member whose data is newest.
-    fn try_bootstrap(
+    /// Elects the lowest live in-sync member if that is not the primary.
+    fn apply_rule(
         &mut self,
         now: Instant,
         timeout: Duration,
-        bootstrap_due: bool,
         reasons: &mut Vec<String>,
-    ) {
+    ) -> PrimaryChange {
+        let candidates: Vec<Candidate> = self
+            .members
+            .keys()
+            .map(|&ordinal| Candidate {
+                ordinal,
+                live: self.is_live(ordinal, now, timeout),
+                in_sync: self.in_sync.contains_key(&ordinal),
+            })
+            .collect();
+        let desired = choose_primary(&candidates);
+        let previous = self.primary;
+        if desired == previous {
+            return PrimaryChange::default();
+        }
+        let failover = previous
+            .is_some_and(|p| !self.is_live(p, now, timeout) || !self.in_sync.contains_key(&p));
+        // A new primary starts a new lineage: everyone else resyncs. With no
+        // healthy member, the in-sync set stays: the tier waits for it.
+        if let Some(new) = desired {
+            self.in_sync = BTreeMap::from([(new, self.incarnation_of(new))]);
+        }
+        reasons.push(match (previous, desired) {
+            (Some(old), Some(new)) => format!("{} primary moved from {old} to {new}", self.tier),
+            (None, Some(new)) => format!("{} primary is {new}", self.tier),
+            (Some(old), None) => format!(
+                "{} lost its primary {old}; no in-sync member is live",
+                self.tier
+            ),
+            (None, None) => format!("{} has no primary", self.tier),
+        });
+        self.primary = desired;
+        PrimaryChange {
+            failover,
+            previous_primary: previous,
+        }
+    }
+
+    /// With no durable facts, waits for every expected member, then trusts
+    /// the member whose data is newest: only with everyone heard from can no
+    /// member that the others show to be behind be elected.
+    fn try_bootstrap(&mut self, now: Instant, timeout: Duration, reasons: &mut Vec<String>) {
         let live: Vec<(&Ordinal, &MemberRecord)> = self
             .members
             .iter()
             .filter(|&(&o, _)| self.is_live(o, now, timeout))
             .collect();
-        let everyone_here = live.len() >= self.expected_members;
-        if live.is_empty() || !(everyone_here || bootstrap_due) {
+        if live.is_empty() || live.len() < self.expected_members {
             return;
         }
         let newest = live
@@ -376,15 +547,55 @@ impl TierState {
         let chosen = live
             .iter()
             .filter(|(_, m)| (m.data_epoch, m.applied) == newest)
-            .map(|(o, _)| **o)
+            .map(|(o, m)| (**o, m.incarnation))
             .min();
-        if let Some(chosen) = chosen {
-            self.in_sync = BTreeSet::from([chosen]);
-            self.bootstrapped = true;
+        if let Some((chosen, incarnation)) = chosen {
+            self.in_sync = BTreeMap::from([(chosen, incarnation)]);
+            self.memory = Memory::Settled;
             reasons.push(format!(
                 "{} bootstrapped from {}-{chosen} (data epoch {}, index {})",
                 self.tier, self.tier, newest.0, newest.1
             ));
+        }
+    }
+
+    /// Why the tier is not acting or has no primary, in words.
+    fn waiting(&self, now: Instant, timeout: Duration) -> Option<String> {
+        let tier = self.tier;
+        let names = |ordinals: &[Ordinal]| {
+            ordinals
+                .iter()
+                .map(|o| format!("{tier}-{o}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self.memory {
+            Memory::Bootstrapping => {
+                let heard: Vec<Ordinal> = self
+                    .members
+                    .keys()
+                    .copied()
+                    .filter(|&o| self.is_live(o, now, timeout))
+                    .collect();
+                Some(format!(
+                    "no durable coordinator state for {tier}: waiting for all {} members before electing the one with the newest data (live: [{}])",
+                    self.expected_members,
+                    names(&heard)
+                ))
+            }
+            Memory::Resuming { .. } => Some(format!(
+                "resumed {tier} at epoch {} from the durable state: waiting for in-sync members [{}]",
+                self.epoch,
+                names(&self.unheard_in_sync())
+            )),
+            Memory::Settled if self.primary.is_none() => {
+                let in_sync: Vec<Ordinal> = self.in_sync.keys().copied().collect();
+                Some(format!(
+                    "no live in-sync member: waiting for [{}], which hold every acknowledged write",
+                    names(&in_sync)
+                ))
+            }
+            Memory::Settled => None,
         }
     }
 
@@ -402,11 +613,18 @@ impl TierState {
                     peer: m.peer.clone(),
                     public: m.public.clone(),
                     live: self.is_live(ordinal, now, timeout),
-                    in_sync: self.in_sync.contains(&ordinal),
+                    in_sync: self.in_sync.contains_key(&ordinal),
                 })
                 .collect(),
         }
     }
+}
+
+/// How the rule changed the primary, for [`Published`].
+#[derive(Debug, Default)]
+struct PrimaryChange {
+    failover: bool,
+    previous_primary: Option<Ordinal>,
 }
 
 fn describe_in_sync_change(tier: Role, old: &BTreeSet<Ordinal>, new: &BTreeSet<Ordinal>) -> String {

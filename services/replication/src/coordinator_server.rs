@@ -4,8 +4,16 @@
 //!
 //! The operator serves one of these per store and adds pod readiness
 //! ([`CoordinatorServer::mark_down`]).
+//!
+//! Every change is saved to the coordinator's [`DurableStore`] before it is
+//! published or answered: the coordinator's lock is held from the decision
+//! through the save, so nobody ever sees a topology that a restarted
+//! coordinator could forget. A failed save rolls the decision back (the next
+//! tick decides again); a conflicting save (another operator leader saved
+//! first) reloads the other's state.
 
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -18,7 +26,8 @@ use bookstore_core::peer::PeerClient;
 use bookstore_core::token::{PeerToken, require_token};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
-use crate::coordinator::{AlterError, Coordinator, CoordinatorConfig, Published};
+use crate::coordinator::durable::{DurableError, DurableState, DurableStore};
+use crate::coordinator::{AlterError, Coordinator, CoordinatorConfig, Published, TierStatus};
 use crate::topology::{AlterInSync, Heartbeat, Topology};
 
 /// How long a topology push may take; a member that misses one learns the
@@ -31,7 +40,9 @@ pub type ChangeHook = Arc<dyn Fn(&Published) + Send + Sync>;
 /// The coordinator and where to push its topologies.
 #[derive(Clone)]
 pub struct CoordinatorServer {
-    coordinator: Arc<Mutex<Coordinator>>,
+    guarded: Arc<tokio::sync::Mutex<Guarded>>,
+    durable: Arc<dyn DurableStore>,
+    config: CoordinatorConfig,
     /// Peer addresses that get every tier's topology; the operator replaces
     /// them as frontend pods come and go.
     subscribers: Arc<std::sync::RwLock<Vec<String>>>,
@@ -50,6 +61,13 @@ pub struct CoordinatorMetrics {
     failovers: IntCounterVec,
     failover_seconds: HistogramVec,
     changes: IntCounterVec,
+    save_failures: IntCounterVec,
+}
+
+/// The coordinator and the last state saved for it, under one lock.
+struct Guarded {
+    coordinator: Coordinator,
+    saved: DurableState,
 }
 
 impl CoordinatorMetrics {
@@ -95,6 +113,15 @@ impl CoordinatorMetrics {
             &["store", "tier"],
         )
         .expect("valid metric");
+        let save_failures = IntCounterVec::new(
+            Opts::new(
+                "bookstore_coordinator_save_failures_total",
+                "Topology changes not published because the durable state could not be saved.",
+            ),
+            &["store", "reason"],
+        )
+        .expect("valid metric");
+        metrics.register(Box::new(save_failures.clone()));
         metrics.register(Box::new(epoch.clone()));
         metrics.register(Box::new(primary.clone()));
         metrics.register(Box::new(failovers.clone()));
@@ -106,51 +133,73 @@ impl CoordinatorMetrics {
             failovers,
             failover_seconds,
             changes,
+            save_failures,
         }
     }
 }
 
-impl CoordinatorServer {
-    /// A coordinator for `tiers` (tier and member count) that also pushes to
-    /// `subscribers` (peer addresses, `host:port`); its metrics go to
-    /// `metrics` under the store name `local`.
-    pub fn new(
-        config: CoordinatorConfig,
-        tiers: &[(Role, usize)],
-        subscribers: Vec<String>,
-        token: PeerToken,
-        metrics: &Metrics,
-    ) -> Self {
-        let coordinator_metrics = CoordinatorMetrics::new(metrics);
-        Self::for_store(
-            "local",
-            config,
-            tiers,
-            subscribers,
-            token,
-            metrics,
-            coordinator_metrics,
-        )
-    }
+/// Who a coordinator serves and where it keeps its durable state.
+pub struct CoordinatorSetup<'a> {
+    /// The store's name in metrics and logs (`local` for `bookstore up`).
+    pub store: &'a str,
+    pub config: CoordinatorConfig,
+    /// Each replicated tier with the number of members it expects.
+    pub tiers: &'a [(Role, usize)],
+    /// Peer addresses (`host:port`) that get every tier's topology.
+    pub subscribers: Vec<String>,
+    pub durable: Arc<dyn DurableStore>,
+}
 
-    /// A coordinator of the store `store`, with metrics shared by several.
-    pub fn for_store(
-        store: &str,
-        config: CoordinatorConfig,
-        tiers: &[(Role, usize)],
-        subscribers: Vec<String>,
+impl CoordinatorServer {
+    /// Loads the durable state and starts a coordinator that continues from
+    /// it; fails if the state cannot be read (a coordinator that started
+    /// from nothing while its state exists could elect a stale member).
+    pub async fn start(
+        setup: CoordinatorSetup<'_>,
         token: PeerToken,
         metrics: &Metrics,
         coordinator_metrics: CoordinatorMetrics,
-    ) -> Self {
-        Self {
-            coordinator: Arc::new(Mutex::new(Coordinator::new(config, tiers, Instant::now()))),
-            subscribers: Arc::new(std::sync::RwLock::new(subscribers)),
+    ) -> Result<Self, DurableError> {
+        let saved = setup.durable.load().await?;
+        if saved.is_empty() {
+            tracing::warn!(
+                store = setup.store,
+                location = %setup.durable.location(),
+                "no durable coordinator state: each tier waits for all its members, then elects the one with the newest data"
+            );
+        } else {
+            tracing::info!(store = setup.store, location = %setup.durable.location(), state = ?saved, "continuing from the durable coordinator state");
+        }
+        let coordinator = Coordinator::new(setup.config, setup.tiers, &saved, Instant::now());
+        Ok(Self {
+            guarded: Arc::new(tokio::sync::Mutex::new(Guarded { coordinator, saved })),
+            durable: setup.durable,
+            config: setup.config,
+            subscribers: Arc::new(std::sync::RwLock::new(setup.subscribers)),
             pusher: PeerClient::with_timeout(token, metrics.clone(), PUSH_TIMEOUT),
             metrics: coordinator_metrics,
-            store: store.into(),
+            store: setup.store.into(),
             on_change: None,
-        }
+        })
+    }
+
+    /// `bookstore up`'s coordinator: the store `local`, with its own metrics.
+    pub async fn start_local(
+        config: CoordinatorConfig,
+        tiers: &[(Role, usize)],
+        subscribers: Vec<String>,
+        durable: Arc<dyn DurableStore>,
+        token: PeerToken,
+        metrics: &Metrics,
+    ) -> Result<Self, DurableError> {
+        let setup = CoordinatorSetup {
+            store: "local",
+            config,
+            tiers,
+            subscribers,
+            durable,
+        };
+        Self::start(setup, token, metrics, CoordinatorMetrics::new(metrics)).await
     }
 
     /// Replaces the subscribers (peer addresses, `host:port`) that later
@@ -166,29 +215,33 @@ impl CoordinatorServer {
     }
 
     /// Records a member's heartbeat; answers with its tier's topology.
-    pub fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<Topology, ApiError> {
+    pub async fn heartbeat(&self, heartbeat: &Heartbeat) -> Result<Topology, ApiError> {
+        let mut guarded = self.guarded.lock().await;
         let now = Instant::now();
-        let (change, topology) = {
-            let mut coordinator = self.lock();
-            let change = coordinator.heartbeat(heartbeat, now);
-            (change, coordinator.topology(heartbeat.tier, now))
-        };
-        if let Some(change) = change {
-            self.publish(change);
-        }
-        topology.ok_or_else(|| {
-            ApiError::NotFound(format!("{} is not a replicated tier", heartbeat.tier))
-        })
+        let change = guarded.coordinator.heartbeat(heartbeat, now);
+        self.commit(&mut guarded, change.into_iter().collect())
+            .await;
+        guarded
+            .coordinator
+            .topology(heartbeat.tier, Instant::now())
+            .ok_or_else(|| {
+                ApiError::NotFound(format!("{} is not a replicated tier", heartbeat.tier))
+            })
     }
 
     /// The primary's request to change the in-sync set.
-    pub fn alter_in_sync(&self, request: &AlterInSync) -> Result<Topology, ApiError> {
-        let result = self.lock().alter_in_sync(request, Instant::now());
-        match result {
+    pub async fn alter_in_sync(&self, request: &AlterInSync) -> Result<Topology, ApiError> {
+        let mut guarded = self.guarded.lock().await;
+        match guarded.coordinator.alter_in_sync(request, Instant::now()) {
             Ok(change) => {
                 let topology = change.topology.clone();
-                self.publish(change);
-                Ok(topology)
+                if self.commit(&mut guarded, vec![change]).await {
+                    Ok(topology)
+                } else {
+                    Err(ApiError::Unavailable(
+                        "the coordinator could not save the in-sync change; retry".to_owned(),
+                    ))
+                }
             }
             Err(error @ (AlterError::StaleEpoch { .. } | AlterError::NotPrimary(_))) => {
                 Err(ApiError::StaleEpoch(error.to_string()))
@@ -197,17 +250,27 @@ impl CoordinatorServer {
         }
     }
 
-    /// Marks a member down now (its pod is gone or not Ready).
-    pub fn mark_down(&self, tier: Role, ordinal: bookstore_core::cluster::Ordinal) {
-        let change = self.lock().mark_down(tier, ordinal, Instant::now());
-        if let Some(change) = change {
-            self.publish(change);
-        }
+    /// Marks a member down now (its pod is gone or not Ready, or its
+    /// process exited).
+    pub async fn mark_down(&self, tier: Role, ordinal: bookstore_core::cluster::Ordinal) {
+        let mut guarded = self.guarded.lock().await;
+        let change = guarded.coordinator.mark_down(tier, ordinal, Instant::now());
+        self.commit(&mut guarded, change.into_iter().collect())
+            .await;
     }
 
     /// The current topology of every tier.
-    pub fn topologies(&self) -> Vec<Topology> {
-        self.lock().topologies(Instant::now())
+    pub async fn topologies(&self) -> Vec<Topology> {
+        self.guarded
+            .lock()
+            .await
+            .coordinator
+            .topologies(Instant::now())
+    }
+
+    /// What every tier is doing, and why it waits if it does.
+    pub async fn status(&self) -> Vec<TierStatus> {
+        self.guarded.lock().await.coordinator.status(Instant::now())
     }
 
     /// The coordinator's peer routes, guarded by the peer token.
@@ -216,28 +279,76 @@ impl CoordinatorServer {
             .route("/coordinator/heartbeat", post(heartbeat))
             .route("/coordinator/in-sync", post(alter_in_sync))
             .route("/coordinator/topology", get(topologies))
+            .route("/coordinator/status", get(status))
             .with_state(self.clone())
             .layer(middleware::from_fn_with_state(token, require_token))
     }
 
-    /// Expires silent members a few times per heartbeat interval, forever.
+    /// Expires silent members a few times per heartbeat interval, forever,
+    /// and logs when a tier starts or stops waiting.
     pub async fn run_ticks(self) {
-        let interval = self.lock().config().heartbeat_interval / 4;
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval(self.config.heartbeat_interval / 4);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut waiting: BTreeMap<Role, Option<String>> = BTreeMap::new();
         loop {
             ticker.tick().await;
-            let changes = self.lock().tick(Instant::now());
-            for change in changes {
-                self.publish(change);
+            let mut guarded = self.guarded.lock().await;
+            let now = Instant::now();
+            let changes = guarded.coordinator.tick(now);
+            self.commit(&mut guarded, changes).await;
+            for tier in guarded.coordinator.status(now) {
+                if waiting.get(&tier.tier) != Some(&tier.waiting) {
+                    match &tier.waiting {
+                        Some(why) => {
+                            tracing::warn!(store = %self.store, tier = %tier.tier, "{why}")
+                        }
+                        None => {
+                            tracing::info!(store = %self.store, tier = %tier.tier, epoch = tier.epoch, primary = ?tier.primary, "tier is served")
+                        }
+                    }
+                    waiting.insert(tier.tier, tier.waiting);
+                }
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Coordinator> {
-        self.coordinator
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    /// Saves what `changes` depend on, then publishes them; on a failed save
+    /// rolls the coordinator back and publishes nothing. True if published.
+    async fn commit(&self, guarded: &mut Guarded, changes: Vec<Published>) -> bool {
+        let state = guarded.coordinator.durable_state();
+        if state != guarded.saved {
+            if let Err(error) = self.durable.save(&state).await {
+                self.save_failed(guarded, &error).await;
+                return false;
+            }
+            guarded.saved = state;
+        }
+        for change in changes {
+            self.publish(change);
+        }
+        true
+    }
+
+    async fn save_failed(&self, guarded: &mut Guarded, error: &DurableError) {
+        let reason = match error {
+            DurableError::Conflict(_) => "conflict",
+            _ => "io",
+        };
+        self.metrics
+            .save_failures
+            .with_label_values(&[&*self.store, reason])
+            .inc();
+        tracing::error!(store = %self.store, %error, "cannot save the coordinator's durable state; the change is not published");
+        if matches!(error, DurableError::Conflict(_)) {
+            match self.durable.load().await {
+                Ok(theirs) => guarded.saved = theirs,
+                Err(error) => {
+                    tracing::error!(store = %self.store, %error, "cannot reload the durable state")
+                }
+            }
+        }
+        let saved = guarded.saved.clone();
+        guarded.coordinator.roll_back(&saved);
     }
 
     /// Logs, counts and pushes a topology change.
@@ -268,7 +379,7 @@ impl CoordinatorServer {
                 .failovers
                 .with_label_values(&[store, tier])
                 .inc();
-            let silent_for = self.lock().config().liveness_timeout();
+            let silent_for = self.config.liveness_timeout();
             self.metrics
                 .failover_seconds
                 .with_label_values(&[store, tier])
@@ -309,16 +420,20 @@ async fn heartbeat(
     State(server): State<CoordinatorServer>,
     Json(heartbeat): Json<Heartbeat>,
 ) -> Result<Json<Topology>, ApiError> {
-    server.heartbeat(&heartbeat).map(Json)
+    server.heartbeat(&heartbeat).await.map(Json)
 }
 
 async fn alter_in_sync(
     State(server): State<CoordinatorServer>,
     Json(request): Json<AlterInSync>,
 ) -> Result<Json<Topology>, ApiError> {
-    server.alter_in_sync(&request).map(Json)
+    server.alter_in_sync(&request).await.map(Json)
 }
 
 async fn topologies(State(server): State<CoordinatorServer>) -> Json<Vec<Topology>> {
-    Json(server.topologies())
+    Json(server.topologies().await)
+}
+
+async fn status(State(server): State<CoordinatorServer>) -> Json<Vec<TierStatus>> {
+    Json(server.status().await)
 }

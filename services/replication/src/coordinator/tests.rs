@@ -12,12 +12,22 @@ struct Scenario {
 impl Scenario {
     /// A tier of `members` members, nobody heard from yet.
     fn new(members: usize) -> Self {
-        let now = Instant::now();
+        Self::resumed(members, &DurableState::new(), Instant::now())
+    }
+
+    /// A coordinator started at `now` from `durable`, nobody heard from yet.
+    fn resumed(members: usize, durable: &DurableState, now: Instant) -> Self {
         let config = CoordinatorConfig::default();
         Self {
-            coordinator: Coordinator::new(config, &[(TIER, members)], now),
+            coordinator: Coordinator::new(config, &[(TIER, members)], durable, now),
             now,
         }
+    }
+
+    /// A new coordinator from `durable` (what this one saved), as after a
+    /// restart of the coordinator: same clock, nothing heard yet.
+    fn restarted_from(&self, durable: &DurableState) -> Self {
+        Self::resumed(2, durable, self.now)
     }
 
     fn advance(&mut self, by: Duration) -> Vec<Published> {
@@ -128,13 +138,24 @@ fn bootstrap_trusts_the_member_with_the_newest_data() {
 }
 
 #[test]
-fn bootstrap_gives_up_waiting_after_the_deadline() {
+fn bootstrap_without_durable_state_never_elects_before_every_member_is_heard() {
     let mut s = Scenario::new(2);
-    assert!(s.beat(1, 200, Phase::Joining).is_none());
-    s.now += DEFAULT_BOOTSTRAP_WAIT;
-    // Member 1 keeps beating; the deadline has passed.
-    let published = s.beat(1, 200, Phase::Joining).expect("bootstrap");
-    assert_eq!(published.topology.primary, Some(1));
+    // Member 1 alone, for a long time: member 0 may hold newer data.
+    let changes = s.run_for(Duration::from_secs(120), &[(1, 200, Phase::Joining)]);
+    assert!(changes.is_empty(), "elected without member 0: {changes:?}");
+    let waiting = s.coordinator.status(s.now)[0].waiting.clone();
+    assert!(
+        waiting
+            .as_deref()
+            .unwrap_or_default()
+            .contains("no durable coordinator state"),
+        "{waiting:?}"
+    );
+    let published = s
+        .beat_with_data(0, 100, Phase::Joining, 9, 90)
+        .expect("bootstrap");
+    assert_eq!(published.topology.primary, Some(0));
+    assert_eq!(s.coordinator.status(s.now)[0].waiting, None);
 }
 
 #[test]
@@ -317,4 +338,257 @@ fn a_restarted_coordinator_publishes_epochs_above_its_members() {
         "epoch {} would be refused as stale",
         topology.epoch
     );
+}
+
+fn record(epoch: Epoch, primary: Ordinal, in_sync: &[(Ordinal, u64)]) -> DurableState {
+    DurableState::from([(
+        TIER,
+        TierRecord {
+            epoch,
+            primary: Some(primary),
+            in_sync: in_sync.iter().copied().collect(),
+        },
+    )])
+}
+
+#[test]
+fn every_published_change_is_in_the_durable_state() {
+    let mut s = Scenario::healthy_pair();
+    let durable = s.coordinator.durable_state();
+    let recorded = &durable[&TIER];
+    assert_eq!(recorded.epoch, s.topology().epoch);
+    assert_eq!(recorded.primary, Some(0));
+    assert_eq!(recorded.in_sync, BTreeMap::from([(0, 100), (1, 200)]));
+    let failover = s
+        .run_for(Duration::from_secs(5), &[(1, 200, Phase::Following)])
+        .pop()
+        .expect("a failover");
+    let recorded = &s.coordinator.durable_state()[&TIER];
+    assert_eq!(recorded.epoch, failover.topology.epoch);
+    assert_eq!(recorded.primary, Some(1));
+    assert_eq!(recorded.in_sync, BTreeMap::from([(1, 200)]));
+}
+
+#[test]
+fn a_coordinator_restarted_after_a_failover_elects_only_the_recorded_in_sync_member() {
+    // The defect of issue 10: 0 played dead, 1 took over and took writes;
+    // the coordinator restarted with every member. 0's data looks as new
+    // as 1's by (data epoch, index), but only 1 holds every acknowledged
+    // write, and the durable state says so.
+    let mut s = Scenario::healthy_pair();
+    s.run_for(Duration::from_secs(5), &[(1, 200, Phase::Leading)]);
+    let before = s.topology().epoch;
+    let mut s = s.restarted_from(&s.coordinator.durable_state());
+    assert!(
+        s.beat_with_data(0, 101, Phase::Joining, 99, 99_999)
+            .is_none()
+    );
+    let published = s
+        .beat_with_data(1, 201, Phase::Joining, 3, 50)
+        .expect("1 is back");
+    assert_eq!(published.topology.primary, Some(1));
+    assert!(published.topology.epoch > before, "epochs only rise");
+    assert_eq!(s.in_sync(), vec![1]);
+}
+
+#[test]
+fn a_restarted_coordinator_keeps_a_running_primary_without_a_new_epoch() {
+    // Only the coordinator restarted (a new operator leader): the members
+    // keep their incarnations and the primary keeps leading.
+    let durable = record(7, 0, &[(0, 100), (1, 200)]);
+    let mut s = Scenario::resumed(2, &durable, Instant::now());
+    assert!(s.beat(1, 200, Phase::Following).is_none());
+    assert_eq!(s.topology().primary, Some(0), "1 does not take over");
+    assert!(s.beat(0, 100, Phase::Leading).is_none());
+    let changes = s.run_for(
+        Duration::from_secs(10),
+        &[(0, 100, Phase::Leading), (1, 200, Phase::Following)],
+    );
+    assert!(changes.is_empty(), "{changes:?}");
+    assert_eq!(s.topology().epoch, 7);
+    assert_eq!(s.in_sync(), vec![0, 1]);
+}
+
+#[test]
+fn a_resumed_tier_elects_nobody_until_the_recorded_in_sync_members_are_heard() {
+    let durable = record(7, 1, &[(0, 100), (1, 200)]);
+    let mut s = Scenario::resumed(2, &durable, Instant::now());
+    // 1 (the recorded primary) restarted and comes first; 0, a lower
+    // in-sync ordinal, is not heard yet: 1 leaves, and nobody leads yet.
+    let published = s.beat(1, 201, Phase::Joining).expect("1 restarted");
+    assert_eq!(published.topology.primary, None);
+    assert!(published.topology.epoch > 7);
+    assert!(
+        s.coordinator.status(s.now)[0]
+            .waiting
+            .as_deref()
+            .unwrap_or_default()
+            .contains("waiting for in-sync members [catalog-0]")
+    );
+    let published = s.beat(0, 101, Phase::Joining).expect("0 is back");
+    assert_eq!(published.topology.primary, Some(0));
+}
+
+#[test]
+fn a_resumed_tier_stops_waiting_for_a_silent_in_sync_member_after_the_timeout() {
+    let durable = record(7, 0, &[(0, 100), (1, 200)]);
+    let mut s = Scenario::resumed(2, &durable, Instant::now());
+    let changes = s.run_for(Duration::from_secs(5), &[(1, 200, Phase::Following)]);
+    let last = changes.last().expect("a change");
+    assert_eq!(last.topology.primary, Some(1));
+    assert!(last.failover);
+    assert_eq!(s.in_sync(), vec![1]);
+}
+
+#[test]
+fn a_coordinator_restarted_between_saving_and_publishing_continues_above_the_saved_epoch() {
+    let mut s = Scenario::healthy_pair();
+    // The failover is decided and saved; the coordinator dies before
+    // anyone hears of it.
+    let unpublished = s
+        .run_for(Duration::from_secs(5), &[(1, 200, Phase::Following)])
+        .pop()
+        .expect("a failover");
+    let saved = s.coordinator.durable_state();
+    let mut s = s.restarted_from(&saved);
+    // 1 still reports the epoch before the failover.
+    let published = s
+        .run_for(Duration::from_secs(5), &[(1, 200, Phase::Following)])
+        .pop();
+    let topology = published.map_or_else(|| s.topology(), |p| p.topology);
+    assert_eq!(topology.primary, Some(1));
+    assert!(topology.epoch >= unpublished.topology.epoch);
+    // Whatever it publishes next is above the saved epoch.
+    s.beat(0, 101, Phase::Joining);
+    let next = s.add_to_in_sync(0).expect("1 admits 0");
+    assert!(next.topology.epoch > unpublished.topology.epoch);
+}
+
+#[test]
+fn a_failed_save_rolls_back_and_the_change_is_decided_again() {
+    let mut s = Scenario::healthy_pair();
+    let saved = s.coordinator.durable_state();
+    let failover = s
+        .run_for(Duration::from_secs(5), &[(1, 200, Phase::Following)])
+        .pop()
+        .expect("a failover");
+    s.coordinator.roll_back(&saved);
+    assert_eq!(s.coordinator.durable_state(), saved);
+    assert_eq!(s.topology().primary, Some(0));
+    let again = s.advance(Duration::from_millis(250)).pop().expect("again");
+    assert_eq!(again.topology.primary, Some(1));
+    assert_eq!(again.topology.epoch, failover.topology.epoch);
+}
+
+#[test]
+fn the_last_in_sync_member_restarting_raises_the_epoch() {
+    let mut s = Scenario::healthy_pair();
+    s.run_for(Duration::from_secs(5), &[(1, 200, Phase::Leading)]);
+    let epoch = s.topology().epoch;
+    let published = s.beat(1, 201, Phase::Joining).expect("restart noticed");
+    assert_eq!(published.topology.primary, Some(1));
+    assert!(
+        published.topology.epoch > epoch,
+        "no two processes lead one epoch"
+    );
+    assert_eq!(s.coordinator.durable_state()[&TIER].in_sync[&1], 201);
+}
+
+mod epochs_only_rise {
+    //! Random runs of heartbeats, restarts, silences, pod deletions and
+    //! coordinator restarts: the published epochs rise strictly across every
+    //! coordinator lifetime, and a newly elected primary was always in the
+    //! last saved in-sync set.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Beat { ordinal: Ordinal, restart: bool },
+        Silence { ms: u64 },
+        MarkDown { ordinal: Ordinal },
+        Admit { ordinal: Ordinal },
+        RestartCoordinator,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            4 => (0..3u32, proptest::bool::weighted(0.1))
+                .prop_map(|(ordinal, restart)| Step::Beat { ordinal, restart }),
+            2 => (100..4_000u64).prop_map(|ms| Step::Silence { ms }),
+            1 => (0..3u32).prop_map(|ordinal| Step::MarkDown { ordinal }),
+            2 => (0..3u32).prop_map(|ordinal| Step::Admit { ordinal }),
+            1 => Just(Step::RestartCoordinator),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn across_coordinator_restarts(steps in proptest::collection::vec(step(), 1..120)) {
+            let now = Instant::now();
+            let config = CoordinatorConfig::default();
+            let tiers = [(TIER, 3)];
+            let mut saved = DurableState::new();
+            let mut coordinator = Coordinator::new(config, &tiers, &saved, now);
+            let mut now = now;
+            let mut incarnations = [1u64, 2, 3];
+            let mut highest_published = 0;
+            for step in steps {
+                let changes: Vec<Published> = match step {
+                    Step::Beat { ordinal, restart } => {
+                        if restart {
+                            incarnations[ordinal as usize] += 10;
+                        }
+                        let heartbeat = Heartbeat {
+                            tier: TIER,
+                            ordinal,
+                            incarnation: incarnations[ordinal as usize],
+                            peer: String::new(),
+                            public: String::new(),
+                            phase: if restart { Phase::Joining } else { Phase::Following },
+                            epoch: highest_published,
+                            applied: 0,
+                            data_epoch: 0,
+                        };
+                        coordinator.heartbeat(&heartbeat, now).into_iter().collect()
+                    }
+                    Step::Silence { ms } => {
+                        now += Duration::from_millis(ms);
+                        coordinator.tick(now)
+                    }
+                    Step::MarkDown { ordinal } => {
+                        coordinator.mark_down(TIER, ordinal, now).into_iter().collect()
+                    }
+                    Step::Admit { ordinal } => {
+                        let topology = coordinator.topology(TIER, now).expect("tier");
+                        let Some(primary) = topology.primary else { continue };
+                        let mut in_sync: Vec<Ordinal> =
+                            topology.members.iter().filter(|m| m.in_sync).map(|m| m.ordinal).collect();
+                        in_sync.push(ordinal);
+                        let request = AlterInSync { tier: TIER, epoch: topology.epoch, primary, in_sync };
+                        coordinator.alter_in_sync(&request, now).into_iter().collect()
+                    }
+                    Step::RestartCoordinator => {
+                        coordinator = Coordinator::new(config, &tiers, &saved, now);
+                        Vec::new()
+                    }
+                };
+                for change in changes {
+                    let topology = &change.topology;
+                    prop_assert!(topology.epoch > highest_published,
+                        "epoch {} after {}", topology.epoch, highest_published);
+                    if let (Some(new), Some(record)) = (topology.primary, saved.get(&TIER))
+                        && change.previous_primary != Some(new)
+                        && record.primary != Some(new)
+                    {
+                        prop_assert!(record.in_sync.contains_key(&new),
+                            "elected {new}, not in the saved in-sync set {:?}", record.in_sync);
+                    }
+                    highest_published = topology.epoch;
+                }
+                // The driver saves before it publishes.
+                saved = coordinator.durable_state();
+            }
+        }
+    }
 }
