@@ -71,6 +71,8 @@ pub struct Ledger {
     pub successes: Vec<(u64, u64)>,
     /// (sent, answered) of every successful buy.
     pub success_times: Vec<(Instant, Instant)>,
+    /// The request id of every successful buy, in the order of `successes`.
+    pub success_requests: Vec<String>,
     /// Buys answered "Failed" (sold out).
     pub failed: u64,
     /// Buys that got a 5xx or no answer at least once before their answer.
@@ -80,6 +82,16 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Adds the answers of a later load to this one's.
+    pub fn absorb(&mut self, later: Ledger) {
+        self.successes.extend(later.successes);
+        self.success_times.extend(later.success_times);
+        self.success_requests.extend(later.success_requests);
+        self.failed += later.failed;
+        self.retried += later.retried;
+        self.unresolved += later.unresolved;
+    }
+
     pub fn summary(&self) -> String {
         format!(
             "{} buys, {} succeeded, {} sold out, {} retried after a 5xx or no answer, {} unresolved",
@@ -250,6 +262,7 @@ impl Buyer {
                     .unwrap_or_else(|| panic!("buy {request_id}: no order number in {body:?}"));
                 ledger.successes.push((item, order));
                 ledger.success_times.push((sent, Instant::now()));
+                ledger.success_requests.push(request_id.to_owned());
                 true
             }
             Some("Failed") => {
@@ -311,6 +324,25 @@ pub async fn check_every_order_is_readable(frontend: &str, ledger: &Ledger) {
         assert_eq!(
             body["result"]["item_number"], *item,
             "order {number}: {body}"
+        );
+    }
+}
+
+/// Buying again with the request id of an acknowledged buy answers that
+/// buy's order and takes no stock: checked for every `step`-th success.
+pub async fn check_retries_answer_their_first_order(frontend: &str, ledger: &Ledger, step: usize) {
+    let http = reqwest::Client::new();
+    let sample = ledger
+        .successes
+        .iter()
+        .zip(&ledger.success_requests)
+        .step_by(step.max(1));
+    for ((item, number), request_id) in sample {
+        let url = format!("{frontend}/buy?item_number={item}&request_id={request_id}");
+        let body = get_json(&http, &url).await;
+        assert_eq!(
+            body["order_number"], *number,
+            "retry of {request_id} got another answer: {body}"
         );
     }
 }

@@ -86,7 +86,12 @@ impl UpProcess {
         let cluster_file = dir.join("cluster.conf");
         std::fs::write(&cluster_file, cluster.render()).expect("write cluster file");
         let data_dir = dir.join("data");
-        let log = std::fs::File::create(dir.join("up.log")).expect("up log");
+        // Appended to: a test that restarts `up` keeps every run's log.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("up.log"))
+            .expect("up log");
         let child = Command::new(env!("CARGO_BIN_EXE_bookstore"))
             .arg("up")
             .arg("--cluster")
@@ -212,6 +217,28 @@ impl UpProcess {
             .into_iter()
             .find(|s| s["primary"] == true)
             .map(|s| format!("{tier}-{}", s["ordinal"]))
+    }
+
+    /// Stops `up` with SIGTERM, as Ctrl-C would, and waits for it to exit.
+    pub fn stop(self) {
+        drop(self);
+    }
+
+    /// POSTs to a member's peer API (`/peer/shutdown`, `/peer/recover`)
+    /// with the store's peer token.
+    pub fn peer_post(&self, role: Role, ordinal: u32, path: &str) {
+        let member = self.cluster.member(role, ordinal).expect("a member");
+        let token = std::fs::read_to_string(self.data_dir.join("peer-token")).expect("peer token");
+        let response = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", member.peer_url()))
+            .header(bookstore_core::token::TOKEN_HEADER, token.trim())
+            .send()
+            .unwrap_or_else(|error| panic!("POST {path} to {role}-{ordinal}: {error}"));
+        assert!(
+            response.status().is_success(),
+            "POST {path} to {role}-{ordinal}: {}",
+            response.status()
+        );
     }
 
     /// SIGKILLs a child; returns its pid.

@@ -25,8 +25,12 @@ use crate::topology::{Heartbeat, Phase, Topology};
 
 /// How often a joiner checks whether it can make progress on its resync.
 const RESYNC_POLL: Duration = Duration::from_millis(100);
-/// Pause after a failed resync step before the next try.
+/// Pause after a failed resync step before the next try; it doubles with
+/// every failure in a row (a snapshot that cannot be installed on a full
+/// disk should not be fetched from the primary three times a second).
 const RESYNC_BACKOFF: Duration = Duration::from_millis(300);
+/// The longest pause between resync attempts.
+const MAX_RESYNC_BACKOFF: Duration = Duration::from_secs(5);
 
 pub(super) fn spawn<M: StateMachine>(shared: Arc<Shared<M>>) {
     tokio::spawn(heartbeat_loop(shared.clone()));
@@ -204,6 +208,7 @@ async fn promote_to_primary<M: StateMachine>(shared: Arc<Shared<M>>, epoch: u64)
 
 /// Drives a joiner through its resync, one step at a time.
 async fn resync_loop<M: StateMachine>(shared: Arc<Shared<M>>) {
+    let mut backoff = RESYNC_BACKOFF;
     loop {
         tokio::time::sleep(RESYNC_POLL).await;
         let (phase, primary, following) = {
@@ -225,10 +230,14 @@ async fn resync_loop<M: StateMachine>(shared: Arc<Shared<M>>) {
             }
             _ => Ok(()),
         };
-        if let Err(error) = result {
-            tracing::warn!(tier = %shared.config.tier, ordinal = shared.config.ordinal, %error, "resync step failed");
-            shared.metrics.resync_failures.inc();
-            tokio::time::sleep(RESYNC_BACKOFF).await;
+        match result {
+            Ok(()) => backoff = RESYNC_BACKOFF,
+            Err(error) => {
+                tracing::warn!(tier = %shared.config.tier, ordinal = shared.config.ordinal, %error, retry_in = ?backoff, "resync step failed");
+                shared.metrics.resync_failures.inc();
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_RESYNC_BACKOFF);
+            }
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use bookstore_core::ApiError;
 use bookstore_core::cluster::Ordinal;
 use bookstore_core::peer::PeerError;
+use bookstore_core::telemetry::exit_now;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -88,6 +89,7 @@ impl<M: StateMachine> Writer<M> {
         ops: mpsc::Receiver<WriterOp<M>>,
         on_commit: CommitHook<M>,
     ) {
+        let config = shared.config.clone();
         let writer = Self {
             shared,
             db: Arc::new(Mutex::new(Db { conn, machine })),
@@ -96,7 +98,17 @@ impl<M: StateMachine> Writer<M> {
             learners_since: 0,
             on_commit,
         };
-        tokio::spawn(writer.run(ops));
+        let running = tokio::spawn(writer.run(ops));
+        // The runtime would catch a panic of the writer and leave a member
+        // that answers every write with "the writer task has stopped": a
+        // member without its writer must not go on.
+        tokio::spawn(async move {
+            if let Err(error) = running.await
+                && error.is_panic()
+            {
+                fatal_storage_error(&config, &"the writer task panicked");
+            }
+        });
     }
 
     async fn run(mut self, mut ops: mpsc::Receiver<WriterOp<M>>) {
@@ -535,10 +547,20 @@ fn error_copy(error: &ApiError) -> ApiError {
     }
 }
 
+/// The exit status of a member whose storage failed (EX_SOFTWARE).
+const STORAGE_FAILED_EXIT: i32 = 70;
+
 /// A member that cannot write its own database must not go on: its state in
-/// memory would drift from its disk. It exits; its supervisor (or the
-/// kubelet) restarts it, and it resyncs.
-fn fatal_storage_error(config: &super::NodeConfig, error: &rusqlite::Error) -> ! {
-    tracing::error!(tier = %config.tier, ordinal = config.ordinal, %error, "storage failed; exiting");
-    std::process::exit(70)
+/// memory would drift from its disk. It exits at once; its supervisor (or
+/// the kubelet) restarts it, the coordinator drops it, and it resyncs. The
+/// report must not go through anything that can panic or block on the disk
+/// that failed (the log file may be on it): see [`exit_now`].
+fn fatal_storage_error(config: &super::NodeConfig, error: &dyn std::fmt::Display) -> ! {
+    exit_now(
+        &format!(
+            "{}-{}: storage failed ({error}); exiting with status {STORAGE_FAILED_EXIT}",
+            config.tier, config.ordinal
+        ),
+        STORAGE_FAILED_EXIT,
+    )
 }
