@@ -271,20 +271,29 @@ async fn supervise(
     watcher.abort();
 }
 
-/// SIGTERM, then SIGKILL after the grace period.
+/// SIGTERM, then SIGKILL after the grace period. Says how the child ended
+/// (`catalog-0 (pid 123) stopped: exit status: 0`), so a child that had to
+/// be killed is visible.
 async fn terminate(process: &mut Child, name: &str) {
-    if let Some(pid) = process.id() {
+    let pid = process.id().unwrap_or_default();
+    if pid != 0 {
         // SAFETY: kill(2) with a pid we own and a valid signal number.
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGTERM);
         }
     }
-    if tokio::time::timeout(STOP_GRACE, process.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!(child = name, "did not stop in time; killing");
-        let _ = process.kill().await;
+    match tokio::time::timeout(STOP_GRACE, process.wait()).await {
+        Ok(status) => {
+            let status = status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|e| e.to_string());
+            eprintln!("{name} (pid {pid}) stopped: {status}");
+        }
+        Err(_) => {
+            tracing::warn!(child = name, "did not stop in time; killing");
+            let _ = process.kill().await;
+            eprintln!("{name} (pid {pid}) did not stop within {STOP_GRACE:?}; killed");
+        }
     }
 }
 

@@ -30,6 +30,11 @@ impl Shutdown {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
 
+    /// True once shutdown has been requested (or its trigger dropped).
+    pub fn is_requested(&self) -> bool {
+        *self.0.borrow() || self.0.has_changed().is_err()
+    }
+
     /// A shutdown that only fires on SIGINT (Ctrl-C) or SIGTERM.
     pub fn on_signals() -> Self {
         let (trigger, shutdown) = channel();

@@ -54,6 +54,8 @@ struct Frontend {
     settings: FrontendSettings,
     directory: Directory,
     peers: PeerClient,
+    /// Ends the failover retries of in-flight requests when the frontend stops.
+    shutdown: Shutdown,
 }
 
 /// Runs the frontend until `shutdown`.
@@ -75,6 +77,7 @@ pub async fn run(
         settings,
         directory: directory.clone(),
         peers,
+        shutdown: shutdown.clone(),
     });
     let public = Router::new()
         .route("/search", get(search))
@@ -240,7 +243,7 @@ impl Frontend {
         Q: Serialize + ?Sized,
         T: DeserializeOwned,
     {
-        retry::while_unavailable(FAILOVER_RETRY_BUDGET, || async {
+        retry::while_unavailable(FAILOVER_RETRY_BUDGET, &self.shutdown, || async {
             let mut last_error =
                 ApiError::Unavailable(format!("{tier} has no in-sync member right now"));
             for reader in self.directory.readers(tier) {
@@ -263,7 +266,7 @@ impl Frontend {
             request_id: Some(request.request_id.unwrap_or_else(new_request_id)),
             ..request
         };
-        retry::while_unavailable(FAILOVER_RETRY_BUDGET, || async {
+        retry::while_unavailable(FAILOVER_RETRY_BUDGET, &self.shutdown, || async {
             let (public, _) = self.directory.primary(Role::Order).ok_or_else(|| {
                 ApiError::Unavailable("the order tier has no primary right now".to_owned())
             })?;

@@ -57,6 +57,8 @@ struct OrderService {
     node: Node<OrderMachine>,
     catalog: Directory,
     peers: PeerClient,
+    /// Ends the failover retries of in-flight buys when the member stops.
+    shutdown: Shutdown,
 }
 
 /// Runs an order member until `shutdown`.
@@ -91,6 +93,7 @@ pub async fn run(
         node: node.clone(),
         catalog: catalog.clone(),
         peers,
+        shutdown: shutdown.clone(),
     };
     let public = Router::new()
         .route("/buy", post(buy))
@@ -150,7 +153,7 @@ impl OrderService {
         if let Ok((_, Some(order))) = self.node.read(|view| view.by_request(&request_id)) {
             return Ok(success(order));
         }
-        let taken = retry::while_unavailable(FAILOVER_RETRY_BUDGET, || {
+        let taken = retry::while_unavailable(FAILOVER_RETRY_BUDGET, &self.shutdown, || {
             self.take_stock(item_number, &request_id)
         })
         .await?;
