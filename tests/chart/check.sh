@@ -426,10 +426,11 @@ as -n "$NS_STORES" create secret generic rbac-peer-token --from-literal=peer-tok
 as -n "$NS_STORES" get secret rbac-peer-token -o name >/dev/null || fail "get secret as the operator"
 ok "the operator reads a Deployment, creates and reads its peer-token Secret"
 
-# A BookStore (created by the admin) whose status the operator patches. Its spec
-# is invalid, so that an operator running in a shared cluster only reports it.
+# A BookStore (created by the admin) whose status the operator patches. It names
+# an inventory ConfigMap that does not exist (the CRD's rules cannot know), so
+# an operator running in a shared cluster only reports it.
 kc -n "$NS_STORES" apply -f - >/dev/null <<'EOF' || fail "creating a BookStore"
-{"apiVersion": "mybookstore.dev/v1alpha1", "kind": "BookStore", "metadata": {"name": "rbac"}, "spec": {"replicas": {"catalog": 0}}}
+{"apiVersion": "mybookstore.dev/v1alpha1", "kind": "BookStore", "metadata": {"name": "rbac"}, "spec": {"inventory": {"configMap": {"name": "rbac-no-such-inventory"}}}}
 EOF
 # kubectl patch reads before it writes, which the operator never does (nor may):
 # these patches are the operator's own requests, with its ServiceAccount's token.
