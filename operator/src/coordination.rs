@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -30,6 +29,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use crate::crd::BookStore;
 use crate::names::{PEER_PORT, StoreNames};
 use crate::resources::store_names;
+use crate::validate::ValidStore;
 
 /// A store, by namespace and name.
 pub type StoreKey = (String, String);
@@ -74,26 +74,30 @@ impl Coordination {
         self.stores.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The coordinator of `store`, started on first use.
-    pub fn ensure(&self, store: &BookStore, token: PeerToken) -> CoordinatorServer {
+    /// The coordinator of `store` (`valid` is its validated spec), started on
+    /// first use.
+    pub fn ensure(
+        &self,
+        store: &BookStore,
+        valid: &ValidStore,
+        token: PeerToken,
+    ) -> CoordinatorServer {
         let names = store_names(store);
         let key = (names.namespace.clone(), names.name.clone());
         let mut stores = self.lock();
         if let Some(existing) = stores.get(&key).filter(|s| s.token == token) {
             return existing.server.clone();
         }
-        let spec = &store.spec;
+        let spec = &valid.spec;
         let config = CoordinatorConfig {
-            heartbeat_interval: Duration::from_millis(spec.heartbeat.interval_ms),
+            heartbeat_interval: spec.heartbeat.interval,
             miss_threshold: spec.heartbeat.failure_threshold,
             bootstrap_wait: DEFAULT_BOOTSTRAP_WAIT,
         };
-        let tiers = [
-            (Role::Catalog, spec.replicas.catalog.max(0) as usize),
-            (Role::Order, spec.replicas.order.max(0) as usize),
-        ];
+        let tiers =
+            [Role::Catalog, Role::Order].map(|role| (role, spec.replicas.of(role) as usize));
         // Order members call the catalog: they get every topology pushed.
-        let order_members: Vec<String> = (0..spec.replicas.order.max(0) as u32)
+        let order_members: Vec<String> = (0..spec.replicas.order)
             .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
             .collect();
         let last_failover = Arc::new(Mutex::new(None));
@@ -147,11 +151,11 @@ impl Coordination {
     }
 
     /// Members of `tier` whose pod is missing or not Ready are down now.
-    pub fn observe_pods(&self, key: &StoreKey, tier: Role, desired: i32, ready: &[u32]) {
+    pub fn observe_pods(&self, key: &StoreKey, tier: Role, desired: u32, ready: &[u32]) {
         let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
             return;
         };
-        for ordinal in (0..desired.max(0) as u32).filter(|o| !ready.contains(o)) {
+        for ordinal in (0..desired).filter(|o| !ready.contains(o)) {
             server.mark_down(tier, ordinal);
         }
     }

@@ -187,6 +187,21 @@ async fn the_operator_runs_a_store_on_a_real_api_server() {
             .expect("a lookup")
             .is_none()
     );
+    // It waits for a change rather than polling: the ConfigMap it names
+    // appears, and that alone brings it to life.
+    let inventory: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "broken-inventory"},
+        "data": {"inventory.txt": "init,1,3,10,distributed systems,A book\n"},
+    }))
+    .expect("a ConfigMap");
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &inventory)
+        .await
+        .expect("the inventory ConfigMap is created");
+    eventually("the fixed store gets its StatefulSets", WAIT, || async {
+        stateful_sets.get_opt("broken-catalog").await.ok()?
+    })
+    .await;
     stores
         .patch(
             STORE,
