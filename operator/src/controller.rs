@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bookstore_core::cluster::Role;
 use bookstore_core::token::PeerToken;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -62,6 +62,8 @@ impl Error {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
+    /// The namespaces whose stores this operator runs; empty: every one.
+    pub watch_namespaces: Vec<String>,
     pub coordination: Arc<Coordination>,
     pub metrics: OperatorMetrics,
     pub recorder: Recorder,
@@ -69,41 +71,83 @@ pub struct Context {
     pub operator_url: String,
 }
 
+/// The namespaces watched: `None` for every namespace (one cluster-wide
+/// watch per kind), or one controller per listed namespace, so that Roles in
+/// those namespaces are all the operator needs.
+fn scopes(context: &Context) -> Vec<Option<String>> {
+    if context.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        context.watch_namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+/// The API of kind `K` in `scope` (`None`: every namespace).
+fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    tokio::spawn(sweep_deleted_stores(context.clone()));
+    let shutdown = shutdown.shared();
+    let controllers = scopes(&context)
+        .into_iter()
+        .map(|scope| run_in(context.clone(), scope, shutdown.clone()));
+    futures::future::join_all(controllers).await;
+}
+
+/// One controller over the stores of `scope` and what they own.
+async fn run_in(
+    context: Arc<Context>,
+    scope: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = context.client.clone();
+    let scope = scope.as_deref();
     let managed =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=bookstore-operator");
-    tokio::spawn(sweep_deleted_stores(context.clone()));
     let controller = Controller::new(
-        Api::<BookStore>::all(client.clone()),
+        scoped::<BookStore>(&client, scope),
         watcher::Config::default(),
     );
     let stores = controller.store();
     controller
-        .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-        .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-        .owns(Api::<Service>::all(client.clone()), managed.clone())
-        .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-        .watches(Api::<Pod>::all(client.clone()), managed, |pod| {
+        .owns(scoped::<StatefulSet>(&client, scope), managed.clone())
+        .owns(scoped::<Deployment>(&client, scope), managed.clone())
+        .owns(scoped::<Service>(&client, scope), managed.clone())
+        .owns(scoped::<ConfigMap>(&client, scope), managed.clone())
+        .watches(scoped::<Pod>(&client, scope), managed, |pod| {
             let store = pod.labels().get("app.kubernetes.io/instance")?.clone();
             Some(ObjectRef::<BookStore>::new(&store).within(&pod.namespace()?))
         })
         // A user's inventory ConfigMap: a store waiting for it to appear or be
         // fixed is reconciled when it changes.
         .watches(
-            Api::<ConfigMap>::all(client),
+            scoped::<ConfigMap>(&client, scope),
             watcher::Config::default(),
             move |config_map| stores_reading(&stores, &config_map),
         )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "reconcile did not complete");
+            match result {
+                // A watch that fails (e.g. forbidden by RBAC) stalls every
+                // store it feeds: say so where an operator of the cluster looks.
+                Err(kube::runtime::controller::Error::QueueError(error)) => {
+                    tracing::warn!(%error, "watch failed");
+                }
+                Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+                Ok(_) => {}
             }
         })
         .await;
@@ -492,15 +536,22 @@ fn is_ready(pod: &Pod) -> bool {
 
 /// Stops the coordinators of stores that no longer exist.
 async fn sweep_deleted_stores(context: Arc<Context>) {
-    let api = Api::<BookStore>::all(context.client.clone());
+    let apis: Vec<Api<BookStore>> = scopes(&context)
+        .iter()
+        .map(|scope| scoped(&context.client, scope.as_deref()))
+        .collect();
+    let every_store = ListParams::default();
     loop {
         tokio::time::sleep(SWEEP_PERIOD).await;
-        let Ok(list) = api.list(&ListParams::default()).await else {
+        // Only a complete picture may stop a coordinator.
+        let Ok(lists) =
+            futures::future::try_join_all(apis.iter().map(|api| api.list(&every_store))).await
+        else {
             continue;
         };
-        let alive: Vec<StoreKey> = list
-            .items
+        let alive: Vec<StoreKey> = lists
             .iter()
+            .flat_map(|list| &list.items)
             .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
             .collect();
         for key in context.coordination.keys() {

@@ -7,12 +7,11 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use bookstore_operator::crd::BookStore;
 use kube::Api;
 use serde_json::Value;
-use support::{Cluster, Mode, install_crd, namespace, repo_root};
+use support::{Cluster, Mode, install_crd, kubectl, namespace, repo_root};
 
 /// The line of a bad example that says how the API server refuses it.
 const REFUSED_WITH: &str = "# refused with: ";
@@ -57,15 +56,6 @@ fn bad_examples() -> Vec<BadExample> {
     paths.sort();
     assert!(!paths.is_empty(), "no bad examples in {}", dir.display());
     paths.iter().map(|path| BadExample::read(path)).collect()
-}
-
-fn kubectl(cluster: &Cluster, args: &[&str]) -> Output {
-    Command::new(cluster.bin("kubectl"))
-        .arg("--kubeconfig")
-        .arg(&cluster.kubeconfig)
-        .args(args)
-        .output()
-        .expect("kubectl runs")
 }
 
 /// Every `message` of an `x-kubernetes-validations` rule in the CRD.
