@@ -33,6 +33,8 @@ step "format (cargo fmt --check)" cargo fmt --all -- --check
 step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
 # The release binaries first: the end-to-end test packs them into images.
 step "release build" cargo build --release --locked --bin bookstore --bin bookstore-operator
+# The Dockerfile's build stage from exactly its COPY set; reuses that build.
+step "Dockerfile: the build stage's COPY set and RUN, without Docker (tests/dockerfile/check.sh)" tests/dockerfile/check.sh
 step "unit, service, system, chaos, operator (API server) and end-to-end (Kubernetes) tests (cargo test)" cargo test --workspace --locked
 step "alert rules: promtool check and unit tests, runbooks (tests/alerts/check.sh)" tests/alerts/check.sh
 step "real single-node Kubernetes cluster (tests/cluster/smoke.sh)" tests/cluster/smoke.sh

@@ -1,14 +1,15 @@
 //! The reconcile loop: a pipeline of read → validate → build → apply →
 //! coordinate → status. Only this module talks to the API server; the
 //! decisions are the pure functions of `validate`, `resources` and `status`.
+//! An invalid store is reported once and then waits for a change: of the
+//! store itself, or of the ConfigMap its inventory names.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore_core::cluster::Role;
-use bookstore_core::inventory;
 use bookstore_core::token::PeerToken;
-use futures::StreamExt;
+use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -16,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -31,15 +32,13 @@ use crate::metrics::{self, OperatorMetrics};
 use crate::names::{FIELD_MANAGER, PRIMARY, REPLICA, ROLE_LABEL, StoreNames};
 use crate::resources::{self, Inputs, owner_reference, store_names};
 use crate::status::{self, Observed};
-use crate::validate;
+use crate::validate::{self, InventorySource, ReplicaCounts, ValidSpec, ValidStore};
 
 /// How often a healthy store is looked at again: the coordinator changes
 /// topologies between reconciles, and labels and status follow within this.
 const RESYNC_PERIOD: Duration = Duration::from_secs(2);
 /// How long to wait before retrying after an error.
 const ERROR_REQUEUE: Duration = Duration::from_secs(5);
-/// How long to wait before looking at an invalid spec again.
-const INVALID_REQUEUE: Duration = Duration::from_secs(60);
 /// How often coordinators of deleted stores are stopped.
 const SWEEP_PERIOD: Duration = Duration::from_secs(15);
 
@@ -67,6 +66,8 @@ impl Error {
 /// What every reconcile shares.
 pub struct Context {
     pub client: Client,
+    /// The namespaces whose stores this operator runs; empty: every one.
+    pub watch_namespaces: Vec<String>,
     pub coordination: Arc<Coordination>,
     pub metrics: OperatorMetrics,
     pub recorder: Recorder,
@@ -74,35 +75,86 @@ pub struct Context {
     pub operator_url: String,
 }
 
+/// The namespaces watched: `None` for every namespace (one cluster-wide
+/// watch per kind), or one controller per listed namespace, so that Roles in
+/// those namespaces are all the operator needs.
+fn scopes(context: &Context) -> Vec<Option<String>> {
+    if context.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        context.watch_namespaces.iter().cloned().map(Some).collect()
+    }
+}
+
+/// The API of kind `K` in `scope` (`None`: every namespace).
+fn scoped<K>(client: &Client, scope: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match scope {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
 /// Runs the controller until `shutdown` resolves.
 pub async fn run(
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
+    tokio::spawn(sweep_deleted_stores(context.clone()));
+    let shutdown = shutdown.shared();
+    let controllers = scopes(&context)
+        .into_iter()
+        .map(|scope| run_in(context.clone(), scope, shutdown.clone()));
+    futures::future::join_all(controllers).await;
+}
+
+/// One controller over the stores of `scope` and what they own.
+async fn run_in(
+    context: Arc<Context>,
+    scope: Option<String>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
     let client = context.client.clone();
+    let scope = scope.as_deref();
     let managed =
         watcher::Config::default().labels("app.kubernetes.io/managed-by=bookstore-operator");
-    tokio::spawn(sweep_deleted_stores(context.clone()));
-    Controller::new(
-        Api::<BookStore>::all(client.clone()),
+    let controller = Controller::new(
+        scoped::<BookStore>(&client, scope),
         watcher::Config::default(),
-    )
-    .owns(Api::<StatefulSet>::all(client.clone()), managed.clone())
-    .owns(Api::<Deployment>::all(client.clone()), managed.clone())
-    .owns(Api::<Service>::all(client.clone()), managed.clone())
-    .owns(Api::<ConfigMap>::all(client.clone()), managed.clone())
-    .watches(Api::<Pod>::all(client), managed, |pod| {
-        let store = pod.labels().get("app.kubernetes.io/instance")?.clone();
-        Some(ObjectRef::<BookStore>::new(&store).within(&pod.namespace()?))
-    })
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "reconcile did not complete");
-        }
-    })
-    .await;
+    );
+    let stores = controller.store();
+    controller
+        .owns(scoped::<StatefulSet>(&client, scope), managed.clone())
+        .owns(scoped::<Deployment>(&client, scope), managed.clone())
+        .owns(scoped::<Service>(&client, scope), managed.clone())
+        .owns(scoped::<ConfigMap>(&client, scope), managed.clone())
+        .watches(scoped::<Pod>(&client, scope), managed, |pod| {
+            let store = pod.labels().get("app.kubernetes.io/instance")?.clone();
+            Some(ObjectRef::<BookStore>::new(&store).within(&pod.namespace()?))
+        })
+        // A user's inventory ConfigMap: a store waiting for it to appear or be
+        // fixed is reconciled when it changes.
+        .watches(
+            scoped::<ConfigMap>(&client, scope),
+            watcher::Config::default(),
+            move |config_map| stores_reading(&stores, &config_map),
+        )
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                // A watch that fails (e.g. forbidden by RBAC) stalls every
+                // store it feeds: say so where an operator of the cluster looks.
+                Err(kube::runtime::controller::Error::QueueError(error)) => {
+                    tracing::warn!(%error, "watch failed");
+                }
+                Err(error) => tracing::debug!(%error, "reconcile did not complete"),
+                Ok(_) => {}
+            }
+        })
+        .await;
 }
 
 /// Sets up the span and the timer, then runs the pipeline.
@@ -131,6 +183,28 @@ async fn reconcile(store: Arc<BookStore>, context: Arc<Context>) -> Result<Actio
     result
 }
 
+/// The stores whose inventory is `config_map`.
+fn stores_reading(stores: &Store<BookStore>, config_map: &ConfigMap) -> Vec<ObjectRef<BookStore>> {
+    let (Some(name), Some(namespace)) = (&config_map.metadata.name, &config_map.metadata.namespace)
+    else {
+        return Vec::new();
+    };
+    stores
+        .state()
+        .iter()
+        .filter(|store| store.namespace().as_ref() == Some(namespace))
+        .filter(|store| {
+            store
+                .spec
+                .inventory
+                .as_ref()
+                .and_then(|i| i.config_map.as_ref())
+                .is_some_and(|reference| &reference.name == name)
+        })
+        .map(|store| ObjectRef::from_obj(store.as_ref()))
+        .collect()
+}
+
 fn error_policy(store: Arc<BookStore>, error: &Error, context: Arc<Context>) -> Action {
     tracing::warn!(store = %store.name_any(), %error, "reconcile failed");
     context
@@ -149,30 +223,21 @@ struct Reconciler<'a> {
 
 impl Reconciler<'_> {
     async fn run(&self) -> Result<Action, Error> {
-        // 1. Validate: a bad spec is reported, never applied, never fatal.
-        let mut problems = validate::problems(&self.store.spec);
-        let inventory = if problems.is_empty() {
-            match self.inventory().await? {
-                Ok(text) => Some(text),
-                Err(problem) => {
-                    problems.push(problem);
-                    None
-                }
+        // 1. Validate: a bad spec is reported, never applied, never fatal;
+        //    the store then waits for a change (its own, or its inventory's).
+        let valid = match self.validate().await? {
+            Ok(valid) => valid,
+            Err(problem) => {
+                self.report_invalid(vec![problem]).await?;
+                return Ok(Action::await_change());
             }
-        } else {
-            None
-        };
-        let Some(inventory) = inventory.filter(|_| problems.is_empty()) else {
-            self.report_invalid(problems).await?;
-            return Ok(Action::requeue(INVALID_REQUEUE));
         };
         // 2. Build and apply the desired objects.
         let token = self.ensure_token().await?;
         let inputs = Inputs {
-            inventory,
             coordinator_url: coordinator_url(&self.context.operator_url, self.names),
         };
-        self.apply_all(&resources::desired(self.store, &inputs))
+        self.apply_all(&resources::desired(self.store, &valid, &inputs))
             .await?;
         // 3. Coordinate: pods' readiness in, primaries' labels out.
         let durable = ConfigMapStore::for_store(
@@ -182,52 +247,49 @@ impl Reconciler<'_> {
         );
         self.context
             .coordination
-            .ensure(self.store, token, Arc::new(durable))
+            .ensure(self.store, &valid, token, Arc::new(durable))
             .await?;
         let pods = self.list_pods().await?;
-        let observed = self.observe(&pods).await?;
-        self.label_pods(&pods, &observed).await?;
+        let observed = self.observe(&valid, &pods).await?;
+        self.label_pods(&valid, &pods, &observed).await?;
         // 4. Report.
-        self.write_status(&observed).await?;
+        self.write_status(&valid, &observed).await?;
         Ok(Action::requeue(RESYNC_PERIOD))
+    }
+
+    /// The validated store, or what is wrong with it (one sentence).
+    async fn validate(&self) -> Result<Result<ValidStore, String>, Error> {
+        let spec = match validate::spec(&self.store.spec) {
+            Ok(spec) => spec,
+            Err(problems) => return Ok(Err(problems.to_string())),
+        };
+        Ok(self
+            .inventory(&spec)
+            .await?
+            .map(|text| spec.with_inventory(text))
+            .map_err(|problem| problem.to_string()))
+    }
+
+    /// The store's inventory: the spec's own, or its ConfigMap's.
+    async fn inventory(
+        &self,
+        spec: &ValidSpec,
+    ) -> Result<Result<String, validate::InventoryProblem>, Error> {
+        let reference = match &spec.inventory_source {
+            InventorySource::BuiltIn => return Ok(Ok(validate::BUILT_IN_INVENTORY.to_owned())),
+            InventorySource::Lines(lines) => return Ok(Ok(lines.clone())),
+            InventorySource::ConfigMap(reference) => reference,
+        };
+        let api = Api::<ConfigMap>::namespaced(self.context.client.clone(), &self.names.namespace);
+        let config_map = api.get_opt(&reference.name).await?;
+        Ok(validate::config_map_inventory(
+            reference,
+            config_map.as_ref(),
+        ))
     }
 
     fn key(&self) -> StoreKey {
         (self.names.namespace.clone(), self.names.name.clone())
-    }
-
-    /// The inventory text, or a problem to report.
-    async fn inventory(&self) -> Result<Result<String, String>, Error> {
-        let Some(spec) = &self.store.spec.inventory else {
-            return Ok(Ok(include_str!("../../config/inventory.txt").to_owned()));
-        };
-        if let Some(lines) = &spec.lines {
-            return Ok(Ok(lines.clone()));
-        }
-        let Some(reference) = &spec.config_map else {
-            return Ok(Err("inventory needs lines or configMap".to_owned()));
-        };
-        let api = Api::<ConfigMap>::namespaced(self.context.client.clone(), &self.names.namespace);
-        let Some(config_map) = api.get_opt(&reference.name).await? else {
-            return Ok(Err(format!(
-                "inventory ConfigMap {} does not exist",
-                reference.name
-            )));
-        };
-        let text = config_map
-            .data
-            .as_ref()
-            .and_then(|d| d.get(&reference.key))
-            .cloned();
-        Ok(match text {
-            None => Err(format!(
-                "ConfigMap {} has no key {}",
-                reference.name, reference.key
-            )),
-            Some(text) => inventory::parse(&text)
-                .map(|_| text.clone())
-                .map_err(|error| format!("inventory ConfigMap {}: {error}", reference.name)),
-        })
     }
 
     /// The store's peer token: read from its Secret, or generated once.
@@ -307,17 +369,17 @@ impl Reconciler<'_> {
     }
 
     /// Reads the Deployments, feeds pod readiness to the coordinator.
-    async fn observe(&self, pods: &[Pod]) -> Result<Observed, Error> {
+    async fn observe(&self, valid: &ValidStore, pods: &[Pod]) -> Result<Observed, Error> {
         let key = self.key();
-        let spec = &self.store.spec;
+        let replicas = &valid.spec.replicas;
         let ready_catalog = ready_ordinals(pods, self.names, Role::Catalog);
         let ready_order = ready_ordinals(pods, self.names, Role::Order);
         let coordination = &self.context.coordination;
         coordination
-            .observe_pods(&key, Role::Catalog, spec.replicas.catalog, &ready_catalog)
+            .observe_pods(&key, Role::Catalog, replicas.catalog, &ready_catalog)
             .await;
         coordination
-            .observe_pods(&key, Role::Order, spec.replicas.order, &ready_order)
+            .observe_pods(&key, Role::Order, replicas.order, &ready_order)
             .await;
         coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
         Ok(Observed {
@@ -344,18 +406,19 @@ impl Reconciler<'_> {
 
     /// Labels each replicated pod `primary` or `replica` as the coordinator
     /// decided, so the primary Services select the right pod.
-    async fn label_pods(&self, pods: &[Pod], observed: &Observed) -> Result<(), Error> {
+    async fn label_pods(
+        &self,
+        valid: &ValidStore,
+        pods: &[Pod],
+        observed: &Observed,
+    ) -> Result<(), Error> {
         let api = Api::<Pod>::namespaced(self.context.client.clone(), &self.names.namespace);
         for (role, topology) in [
             (Role::Catalog, &observed.catalog),
             (Role::Order, &observed.order),
         ] {
-            let desired = match role {
-                Role::Catalog => self.store.spec.replicas.catalog,
-                _ => self.store.spec.replicas.order,
-            };
             let primary = topology.as_ref().and_then(|t| t.primary);
-            for ordinal in 0..desired.max(0) as u32 {
+            for ordinal in 0..valid.spec.replicas.of(role) {
                 let name = self.names.pod(role, ordinal);
                 let Some(pod) = pods
                     .iter()
@@ -379,11 +442,11 @@ impl Reconciler<'_> {
         Ok(())
     }
 
-    async fn write_status(&self, observed: &Observed) -> Result<(), Error> {
+    async fn write_status(&self, valid: &ValidStore, observed: &Observed) -> Result<(), Error> {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let status = status::compute(
             self.names,
-            &self.store.spec,
+            &valid.spec.replicas,
             observed,
             self.store.status.as_ref(),
             now,
@@ -420,7 +483,7 @@ impl Reconciler<'_> {
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let status = status::compute(
             self.names,
-            &self.store.spec,
+            &ReplicaCounts::requested(&self.store.spec.replicas),
             &observed,
             self.store.status.as_ref(),
             now,
@@ -493,15 +556,22 @@ fn is_ready(pod: &Pod) -> bool {
 
 /// Stops the coordinators of stores that no longer exist.
 async fn sweep_deleted_stores(context: Arc<Context>) {
-    let api = Api::<BookStore>::all(context.client.clone());
+    let apis: Vec<Api<BookStore>> = scopes(&context)
+        .iter()
+        .map(|scope| scoped(&context.client, scope.as_deref()))
+        .collect();
+    let every_store = ListParams::default();
     loop {
         tokio::time::sleep(SWEEP_PERIOD).await;
-        let Ok(list) = api.list(&ListParams::default()).await else {
+        // Only a complete picture may stop a coordinator.
+        let Ok(lists) =
+            futures::future::try_join_all(apis.iter().map(|api| api.list(&every_store))).await
+        else {
             continue;
         };
-        let alive: Vec<StoreKey> = list
-            .items
+        let alive: Vec<StoreKey> = lists
             .iter()
+            .flat_map(|list| &list.items)
             .map(|s| (s.namespace().unwrap_or_default(), s.name_any()))
             .collect();
         context.metrics.retain_stores(

@@ -12,7 +12,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
@@ -36,6 +35,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use crate::crd::BookStore;
 use crate::names::{PEER_PORT, StoreNames};
 use crate::resources::store_names;
+use crate::validate::ValidStore;
 
 /// A store, by namespace and name.
 pub type StoreKey = (String, String);
@@ -80,12 +80,14 @@ impl Coordination {
         self.stores.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The coordinator of `store`, started on first use from the durable
-    /// state in `durable` (it fails if that cannot be read: starting from
-    /// nothing while a state exists could elect a stale member).
+    /// The coordinator of `store` (`valid` is its validated spec), started on
+    /// first use from the durable state in `durable` (it fails if that cannot
+    /// be read: starting from nothing while a state exists could elect a
+    /// stale member).
     pub async fn ensure(
         &self,
         store: &BookStore,
+        valid: &ValidStore,
         token: PeerToken,
         durable: Arc<dyn DurableStore>,
     ) -> Result<CoordinatorServer, DurableError> {
@@ -94,17 +96,15 @@ impl Coordination {
         if let Some(existing) = self.lock().get(&key).filter(|s| s.token == token) {
             return Ok(existing.server.clone());
         }
-        let spec = &store.spec;
+        let spec = &valid.spec;
         let config = CoordinatorConfig {
-            heartbeat_interval: Duration::from_millis(spec.heartbeat.interval_ms),
+            heartbeat_interval: spec.heartbeat.interval,
             miss_threshold: spec.heartbeat.failure_threshold,
         };
-        let tiers = [
-            (Role::Catalog, spec.replicas.catalog.max(0) as usize),
-            (Role::Order, spec.replicas.order.max(0) as usize),
-        ];
+        let tiers =
+            [Role::Catalog, Role::Order].map(|role| (role, spec.replicas.of(role) as usize));
         // Order members call the catalog: they get every topology pushed.
-        let order_members: Vec<String> = (0..spec.replicas.order.max(0) as u32)
+        let order_members: Vec<String> = (0..spec.replicas.order)
             .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
             .collect();
         let last_failover = Arc::new(Mutex::new(None));
@@ -172,11 +172,11 @@ impl Coordination {
     }
 
     /// Members of `tier` whose pod is missing or not Ready are down now.
-    pub async fn observe_pods(&self, key: &StoreKey, tier: Role, desired: i32, ready: &[u32]) {
+    pub async fn observe_pods(&self, key: &StoreKey, tier: Role, desired: u32, ready: &[u32]) {
         let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
             return;
         };
-        for ordinal in (0..desired.max(0) as u32).filter(|o| !ready.contains(o)) {
+        for ordinal in (0..desired).filter(|o| !ready.contains(o)) {
             server.mark_down(tier, ordinal).await;
         }
     }

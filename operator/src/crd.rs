@@ -2,20 +2,52 @@
 //!
 //! These types are the source of truth: `crds/bookstore.yaml` is generated
 //! from them (`bookstore-operator crd`), and a test fails if it drifts.
+//!
+//! The CEL rules (`x-kubernetes-validations`) make the API server refuse a
+//! malformed store at `kubectl apply`, with the reason in the message; the
+//! examples in `k8s/invalid/` show each one. `validate` checks the same limits
+//! again (Helm never upgrades a CRD, so a cluster may run an older one) and
+//! what CEL cannot see: the inventory's lines and the ConfigMap it names.
 
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::CustomResource;
+use kube::core::Rule;
+use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// The image the operator runs when the spec names none.
 pub const DEFAULT_IMAGE: &str = "localhost/bookstore:dev";
 
+/// The most members or pods a tier may have: every replicated member is one
+/// more copy each write waits for, and this store's load needs no more.
+pub const MAX_REPLICAS: i32 = 9;
+/// The shortest heartbeat interval: faster beats load the operator without
+/// finding a failure sooner than a pod's readiness does.
+pub const MIN_HEARTBEAT_INTERVAL_MS: u64 = 100;
+/// The longest heartbeat interval: slower beats leave a hung primary
+/// unnoticed for minutes.
+pub const MAX_HEARTBEAT_INTERVAL_MS: u64 = 60_000;
+/// The most heartbeats a member may miss before it counts as down.
+pub const MAX_FAILURE_THRESHOLD: u32 = 20;
+/// The longest time a silent member may go unnoticed (interval × threshold):
+/// while a hung primary is not replaced, every write of its tier waits.
+pub const MAX_DETECTION_MS: u64 = 120_000;
+/// Longest image reference or storage size the schema accepts; it also bounds
+/// what the CEL rules on them cost the API server.
+const MAX_IMAGE_LENGTH: u32 = 512;
+const MAX_QUANTITY_LENGTH: u32 = 32;
+
+/// `min <= self <= max`, with the reason in the message.
+fn range(min: impl std::fmt::Display, max: impl std::fmt::Display, why: &str) -> Rule {
+    Rule::new(format!("self >= {min} && self <= {max}"))
+        .message(format!("must be {min} to {max}: {why}").as_str())
+}
+
 /// A replicated online bookstore: a frontend, a cache, and replicated catalog
 /// and order tiers whose primaries the operator picks (the lowest healthy
 /// ordinal) and fails over.
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "mybookstore.dev",
     version = "v1alpha1",
@@ -36,6 +68,10 @@ pub const DEFAULT_IMAGE: &str = "localhost/bookstore:dev";
 pub struct BookStoreSpec {
     /// Container image of the `bookstore` binary (every service runs it).
     #[serde(default = "default_image")]
+    #[schemars(length(max = MAX_IMAGE_LENGTH))]
+    #[x_kube(validation = Rule::new("self.matches('^[^\\\\s]+$')").message(
+        "must be a container image reference such as localhost/bookstore:dev (not empty, no spaces)"
+    ))]
     pub image: String,
     /// Members per tier. Catalog and order are replicated (primary-backup).
     #[serde(default)]
@@ -76,22 +112,30 @@ impl Default for BookStoreSpec {
 }
 
 /// Members per tier.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Replicas {
-    /// Catalog replicas (a StatefulSet); 2 by default.
+    /// Catalog replicas (a StatefulSet); 2 by default, 1 to 9.
     #[serde(default = "two")]
+    #[x_kube(validation = range(1, MAX_REPLICAS, REPLICATED_RANGE))]
     pub catalog: i32,
-    /// Order replicas (a StatefulSet); 2 by default.
+    /// Order replicas (a StatefulSet); 2 by default, 1 to 9.
     #[serde(default = "two")]
+    #[x_kube(validation = range(1, MAX_REPLICAS, REPLICATED_RANGE))]
     pub order: i32,
-    /// Frontend pods (a Deployment); 1 by default.
+    /// Frontend pods (a Deployment); 1 by default, 1 to 9.
     #[serde(default = "one")]
+    #[x_kube(validation = range(1, MAX_REPLICAS, "the store's public API needs a frontend pod"))]
     pub frontend: i32,
-    /// Cache pods (a Deployment); 1 by default. 0 runs without a cache.
+    /// Cache pods (a Deployment); 1 by default, 0 to 9. 0 runs without a cache.
     #[serde(default = "one")]
+    #[x_kube(validation = range(0, MAX_REPLICAS, "0 runs the store without a cache"))]
     pub cache: i32,
 }
+
+/// Why a replicated tier has 1 to 9 members.
+const REPLICATED_RANGE: &str = "a replicated tier needs a member to hold its data, \
+     and each further member is one more copy every write waits for";
 
 fn one() -> i32 {
     1
@@ -114,8 +158,11 @@ impl Default for Replicas {
 
 /// The initial inventory, in the original's `init,item,stock,cost,topic,title`
 /// line format: inline, or from a ConfigMap key. Exactly one of the two.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.lines) != has(self.configMap)").message(
+    "inventory needs exactly one of lines (the inventory itself) and configMap (where to read it)"
+))]
 pub struct Inventory {
     /// The inventory lines themselves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -139,11 +186,34 @@ fn default_inventory_key() -> String {
 }
 
 /// Storage of each replicated member.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(
+    "has(self.storageClassName) == has(oldSelf.storageClassName) \
+     && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)"
+).message(
+    "storage.storageClassName cannot change: the members' volumes already exist in their class, \
+     and a StatefulSet's volume claim template is immutable"
+))]
 pub struct Storage {
-    /// Size of each member's volume; 1Gi by default.
+    /// Size of each member's volume; 1Gi by default. Fixed once the store
+    /// exists (a StatefulSet's volume claim template is immutable).
     #[serde(default = "default_storage_size")]
+    #[schemars(length(max = MAX_QUANTITY_LENGTH))]
+    #[x_kube(
+        validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))")
+            .message("must be a positive quantity such as 1Gi or 500Mi"),
+        validation = Rule::new(
+            "!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) >= 0"
+        ).message(
+            "storage.size cannot shrink: Kubernetes never shrinks a volume, and the members' data may not fit a smaller one"
+        ),
+        validation = Rule::new(
+            "!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) <= 0"
+        ).message(
+            "storage.size cannot grow yet: a StatefulSet's volume claim template is immutable, so the operator cannot resize the members' volumes"
+        ),
+    )]
     pub size: String,
     /// StorageClass of the volumes; the cluster's default when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,14 +240,31 @@ impl Default for Storage {
 }
 
 /// How members are watched.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(format!("self.intervalMs * self.failureThreshold <= {MAX_DETECTION_MS}")).message(
+    format!(
+        "heartbeat.intervalMs × failureThreshold must be at most {MAX_DETECTION_MS} ms: \
+         that is how long a hung primary goes unnoticed while every write of its tier waits"
+    ).as_str()
+))]
 pub struct HeartbeatSpec {
-    /// Milliseconds between a member's heartbeats; 1000 by default.
+    /// Milliseconds between a member's heartbeats; 1000 by default, 100 to 60000.
     #[serde(default = "default_interval_ms")]
+    #[x_kube(validation = range(
+        MIN_HEARTBEAT_INTERVAL_MS,
+        MAX_HEARTBEAT_INTERVAL_MS,
+        "faster heartbeats load the operator without finding failures sooner, \
+         slower ones leave a hung primary unnoticed for minutes"
+    ))]
     pub interval_ms: u64,
-    /// Heartbeats a member may miss before it counts as down; 3 by default.
+    /// Heartbeats a member may miss before it counts as down; 3 by default, 1 to 20.
     #[serde(default = "default_failure_threshold")]
+    #[x_kube(validation = range(
+        1,
+        MAX_FAILURE_THRESHOLD,
+        "0 would count every member down at once, and more only delays failover"
+    ))]
     pub failure_threshold: u32,
 }
 

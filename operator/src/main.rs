@@ -60,6 +60,10 @@ struct RunArgs {
     /// This replica's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Run only the stores of these namespaces (comma-separated), with Roles
+    /// in them instead of a ClusterRole; every namespace when empty.
+    #[arg(long, env = "BOOKSTORE_WATCH_NAMESPACES", value_delimiter = ',')]
+    watch_namespaces: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -154,14 +158,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
     let leader_gauge = metrics.leader.clone();
+    let watch_namespaces: Vec<String> = args
+        .watch_namespaces
+        .iter()
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .collect();
     let context = Arc::new(Context {
         client,
+        watch_namespaces,
         coordination,
         metrics,
         recorder,
         operator_url,
     });
-    tracing::info!(%identity, "reconciling BookStores");
+    tracing::info!(%identity, namespaces = ?context.watch_namespaces, "reconciling BookStores (no namespaces: all)");
     controller::run(context, controller_stop.wait()).await;
     leading.store(false, Ordering::Relaxed);
     leader_gauge.set(0);

@@ -7,8 +7,9 @@ use bookstore_core::cluster::Role;
 use bookstore_replication::topology::Topology;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{BookStoreSpec, BookStoreStatus, TierStatus};
+use crate::crd::{BookStoreStatus, TierStatus};
 use crate::names::StoreNames;
+use crate::validate::ReplicaCounts;
 
 /// What one reconcile observed.
 #[derive(Debug, Clone, Default)]
@@ -26,10 +27,11 @@ pub struct Observed {
     pub spec_problems: Vec<String>,
 }
 
-/// The status to write, given the previous one (for transition times).
+/// The status to write, given the desired counts and the previous status
+/// (for transition times).
 pub fn compute(
     names: &StoreNames,
-    spec: &BookStoreSpec,
+    replicas: &ReplicaCounts,
     observed: &Observed,
     previous: Option<&BookStoreStatus>,
     now: Time,
@@ -37,18 +39,18 @@ pub fn compute(
     let catalog = tier_status(
         names,
         Role::Catalog,
-        spec.replicas.catalog,
+        replicas.catalog,
         observed.catalog.as_ref(),
         &observed.ready_catalog_pods,
     );
     let order = tier_status(
         names,
         Role::Order,
-        spec.replicas.order,
+        replicas.order,
         observed.order.as_ref(),
         &observed.ready_order_pods,
     );
-    let verdict = judge(spec, observed, &catalog, &order);
+    let verdict = judge(replicas, observed, &catalog, &order);
     let previous_conditions = previous
         .map(|s| s.conditions.as_slice())
         .unwrap_or_default();
@@ -102,10 +104,11 @@ pub fn compute(
 fn tier_status(
     names: &StoreNames,
     role: Role,
-    desired: i32,
+    desired: u32,
     topology: Option<&Topology>,
     ready_pods: &[u32],
 ) -> TierStatus {
+    let desired = count(desired);
     let in_sync = topology.map_or(0, |t| {
         t.members.iter().filter(|m| m.in_sync && m.live).count()
     }) as i32;
@@ -130,8 +133,13 @@ struct Verdict {
     sentence: String,
 }
 
+/// A count as the status reports it.
+fn count(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 fn judge(
-    spec: &BookStoreSpec,
+    replicas: &ReplicaCounts,
     observed: &Observed,
     catalog: &TierStatus,
     order: &TierStatus,
@@ -187,8 +195,8 @@ fn judge(
             ),
         );
     }
-    if observed.frontend_ready < spec.replicas.frontend
-        || observed.cache_ready < spec.replicas.cache
+    if observed.frontend_ready < count(replicas.frontend)
+        || observed.cache_ready < count(replicas.cache)
     {
         return verdict(
             false,
@@ -197,10 +205,7 @@ fn judge(
             "Starting",
             format!(
                 "Waiting for frontend ({}/{}) and cache ({}/{}) pods",
-                observed.frontend_ready,
-                spec.replicas.frontend,
-                observed.cache_ready,
-                spec.replicas.cache
+                observed.frontend_ready, replicas.frontend, observed.cache_ready, replicas.cache
             ),
         );
     }
@@ -210,6 +215,11 @@ fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crd::Replicas;
+
+    fn desired() -> ReplicaCounts {
+        ReplicaCounts::requested(&Replicas::default())
+    }
     use bookstore_replication::topology::TopologyMember;
 
     fn topology(tier: Role, epoch: u64, primary: Option<u32>, in_sync: &[u32]) -> Topology {
@@ -258,7 +268,7 @@ mod tests {
     #[test]
     fn a_healthy_store_is_ready() {
         let names = StoreNames::new("shop", "books");
-        let status = compute(&names, &BookStoreSpec::default(), &healthy(), None, now());
+        let status = compute(&names, &desired(), &healthy(), None, now());
         assert_eq!(condition(&status, "Ready").status, "True");
         assert_eq!(condition(&status, "Degraded").status, "False");
         assert_eq!(status.observed_generation, Some(3));
@@ -281,7 +291,7 @@ mod tests {
             catalog: Some(topology(Role::Catalog, 5, None, &[0])),
             ..healthy()
         };
-        let status = compute(&names, &BookStoreSpec::default(), &observed, None, now());
+        let status = compute(&names, &desired(), &observed, None, now());
         assert_eq!(condition(&status, "Ready").status, "False");
         assert_eq!(condition(&status, "Degraded").reason, "NoPrimary");
         assert!(
@@ -300,7 +310,7 @@ mod tests {
             order: Some(topology(Role::Order, 6, Some(1), &[1])),
             ..healthy()
         };
-        let status = compute(&names, &BookStoreSpec::default(), &observed, None, now());
+        let status = compute(&names, &desired(), &observed, None, now());
         assert_eq!(condition(&status, "Progressing").status, "True");
         assert_eq!(condition(&status, "Progressing").reason, "Resyncing");
         assert_eq!(status.order.as_ref().map(|o| o.in_sync_members), Some(1));
@@ -313,7 +323,7 @@ mod tests {
             spec_problems: vec!["replicas.catalog is 0".into()],
             ..Default::default()
         };
-        let status = compute(&names, &BookStoreSpec::default(), &observed, None, now());
+        let status = compute(&names, &desired(), &observed, None, now());
         assert_eq!(condition(&status, "Ready").reason, "InvalidSpec");
         assert!(
             condition(&status, "Ready")
@@ -325,15 +335,9 @@ mod tests {
     #[test]
     fn transition_times_hold_while_the_status_holds() {
         let names = StoreNames::new("shop", "books");
-        let first = compute(&names, &BookStoreSpec::default(), &healthy(), None, now());
+        let first = compute(&names, &desired(), &healthy(), None, now());
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(1_800_000_100).expect("time"));
-        let second = compute(
-            &names,
-            &BookStoreSpec::default(),
-            &healthy(),
-            Some(&first),
-            later.clone(),
-        );
+        let second = compute(&names, &desired(), &healthy(), Some(&first), later.clone());
         assert_eq!(
             condition(&second, "Ready").last_transition_time,
             condition(&first, "Ready").last_transition_time
@@ -342,13 +346,7 @@ mod tests {
             catalog: Some(topology(Role::Catalog, 5, None, &[0])),
             ..healthy()
         };
-        let third = compute(
-            &names,
-            &BookStoreSpec::default(),
-            &degraded,
-            Some(&second),
-            later.clone(),
-        );
+        let third = compute(&names, &desired(), &degraded, Some(&second), later.clone());
         assert_eq!(condition(&third, "Ready").last_transition_time, later);
     }
 }

@@ -151,9 +151,15 @@ async fn the_operator_runs_a_store_on_a_real_api_server() {
     wait_role(&pods, "shop-catalog-1", "replica").await;
     store::wait_event(&client, &ns, STORE, "Handover", "", WAIT).await;
 
-    // A malformed store is reported, applies nothing, and does not stop the
-    // operator from reconciling the others.
-    create_store(&stores, "broken", json!({"replicas": {"catalog": 0}})).await;
+    // A malformed store (one the CRD's rules cannot judge: its inventory
+    // ConfigMap does not exist) is reported, applies nothing, and does not
+    // stop the operator from reconciling the others.
+    create_store(
+        &stores,
+        "broken",
+        json!({"inventory": {"configMap": {"name": "broken-inventory"}}}),
+    )
+    .await;
     let broken = store::wait_status(
         &stores,
         "broken",
@@ -170,7 +176,7 @@ async fn the_operator_runs_a_store_on_a_real_api_server() {
         broken
             .phase
             .unwrap_or_default()
-            .contains("replicas.catalog is 0")
+            .contains("inventory ConfigMap broken-inventory does not exist")
     );
     store::wait_event(&client, &ns, "broken", "InvalidSpec", "", WAIT).await;
     let stateful_sets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
@@ -181,6 +187,21 @@ async fn the_operator_runs_a_store_on_a_real_api_server() {
             .expect("a lookup")
             .is_none()
     );
+    // It waits for a change rather than polling: the ConfigMap it names
+    // appears, and that alone brings it to life.
+    let inventory: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "broken-inventory"},
+        "data": {"inventory.txt": "init,1,3,10,distributed systems,A book\n"},
+    }))
+    .expect("a ConfigMap");
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &inventory)
+        .await
+        .expect("the inventory ConfigMap is created");
+    eventually("the fixed store gets its StatefulSets", WAIT, || async {
+        stateful_sets.get_opt("broken-catalog").await.ok()?
+    })
+    .await;
     stores
         .patch(
             STORE,

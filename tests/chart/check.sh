@@ -8,7 +8,9 @@
 #  3. `helm template` with both, and what the renders must hold (security settings,
 #     probes, the downward API, the coordinator URL naming the chart's own Service,
 #     the optional objects, the dashboard ConfigMap = dashboards/bookstore.json, the
-#     PrometheusRule = rules/bookstore.rules.yaml);
+#     PrometheusRule = rules/bookstore.rules.yaml; watchNamespaces: a Role per
+#     namespace with the ClusterRole's rules, none cluster-wide, and the
+#     operator told which namespaces to watch);
 #  4. values.schema.json rejects wrong types and unknown keys;
 #  5. the Grafana dashboard: every query parses (promtool, from the test cluster's
 #     pinned Prometheus build) and names metrics and label values
@@ -21,7 +23,8 @@
 #     ~/.cache/bookstore), as does `helm install --dry-run=server`, without a Pod
 #     Security "restricted" warning; and it rejects a broken render;
 #  8. the RBAC, applied for real, lets the operator's ServiceAccount make every call
-#     operator/src makes (through impersonation, or with its own token) and no more.
+#     operator/src makes (through impersonation, or with its own token) and no more;
+#     with watchNamespaces, only in those namespaces.
 #
 # It uses a running test cluster as it is (never stops it); if none runs it starts
 # `tests/cluster/cluster.sh up api-only` and stops it afterwards. Everything it
@@ -216,6 +219,24 @@ awk '/^[[:space:]]*- apiGroups:/ { if (prev !~ /^[[:space:]]*#/) { print FILENAM
      NF { prev = $0 } END { exit bad }' "$CHART/templates/rbac.yaml" || fail "every RBAC rule needs a comment saying why"
 ok "every RBAC rule has a comment"
 
+# The namespace-scoped install: Roles in the watched namespaces, nothing cluster-wide.
+NAMESPACED="$OUT/namespaced.yaml"
+helm template "$RELEASE" "$CHART" -n "$NS" --set "watchNamespaces={$NS_STORES}" >"$NAMESPACED" || fail "helm template (watchNamespaces)"
+expect "watchNamespaces: no ClusterRole or ClusterRoleBinding; a Role and RoleBinding in the watched namespace" \
+  "([.[].kind] | index(\"ClusterRole\") == null and index(\"ClusterRoleBinding\") == null)
+   and ([.[] | select(.kind == \"Role\" and .metadata.namespace == \"$NS_STORES\")] | length == 1)
+   and ([.[] | select(.kind == \"RoleBinding\" and .metadata.namespace == \"$NS_STORES\")][0]
+        | .roleRef.kind == \"Role\" and .subjects[0].namespace == \"$NS\" and .subjects[0].name == \"$RELEASE-operator\")" "$NAMESPACED"
+docs "$DEFAULT" '.[] | select(.kind == "ClusterRole") | .rules' >"$OUT/cluster-rules.json"
+docs "$NAMESPACED" ".[] | select(.kind == \"Role\" and .metadata.namespace == \"$NS_STORES\") | .rules" >"$OUT/namespace-rules.json"
+jq -e --slurpfile want "$OUT/cluster-rules.json" '. == $want[0] and length > 5' "$OUT/namespace-rules.json" >/dev/null \
+  || fail "the watched namespace's Role does not hold the ClusterRole's rules"
+ok "watchNamespaces: the Role holds exactly the ClusterRole's rules"
+expect "watchNamespaces: the operator gets BOOKSTORE_WATCH_NAMESPACES; by default it does not" \
+  "(.[] | select(.kind == \"Deployment\") | .spec.template.spec.containers[0].env | map(select(.name == \"BOOKSTORE_WATCH_NAMESPACES\"))[0].value) == \"$NS_STORES\"" "$NAMESPACED"
+expect "defaults: no BOOKSTORE_WATCH_NAMESPACES (every namespace)" \
+  '(.[] | select(.kind == "Deployment") | .spec.template.spec.containers[0].env | map(select(.name == "BOOKSTORE_WATCH_NAMESPACES")) | length) == 0' "$DEFAULT"
+
 # ---------------------------------------------------------------- 4. the schema
 
 reject() { # reject WHAT KEY HELM-ARGS...: the schema must refuse these values
@@ -237,6 +258,7 @@ reject "serviceMonitor.enabled=maybe" enabled --set serviceMonitor.enabled=maybe
 reject "resources.requests.cpu=lots" cpu --set resources.requests.cpu=lots
 reject "an unknown key (replicas)" replicas --set replicas=2
 reject "logFormat=xml" logFormat --set logFormat=xml
+reject "watchNamespaces={Not_A_Namespace}" watchNamespaces --set 'watchNamespaces={Not_A_Namespace}'
 
 # ---------------------------------------------------------------- 5. the dashboard
 
@@ -396,7 +418,29 @@ cannot delete statefulsets.apps -n "$NS_STORES"; cannot delete persistentvolumec
 cannot get leases.coordination.k8s.io/other-lease -n "$NS"
 cannot update leases.coordination.k8s.io/bookstore-operator-leader -n "$NS_STORES"
 cannot create clusterroles.rbac.authorization.k8s.io; cannot get nodes
+# The coordinator's durable state (issue 10): a ConfigMap it replaces.
+can get configmaps -n "$NS_STORES"; can create configmaps -n "$NS_STORES"; can update configmaps -n "$NS_STORES"
 ok "the ServiceAccount may watch what the controller watches, and may not read every Secret, delete, or touch other Leases"
+
+# The namespace-scoped install (another release, same namespaces): the same calls
+# in the watched namespace only, nothing cluster-wide.
+helm template "${RELEASE}ns" "$CHART" -n "$NS" --set "watchNamespaces={$NS_STORES}" >"$OUT/namespaced-rbac.yaml" \
+  || fail "helm template ${RELEASE}ns (watchNamespaces)"
+docs "$OUT/namespaced-rbac.yaml" '.[] | select(.kind | test("^(ServiceAccount|Role|RoleBinding)$"))' \
+  | kc apply -f - >/dev/null || fail "applying the namespace-scoped RBAC failed"
+as_ns() { kc --as="system:serviceaccount:$NS:${RELEASE}ns-operator" auth can-i "$@" 2>/dev/null; }
+for r in bookstores.mybookstore.dev statefulsets.apps deployments.apps services configmaps pods; do
+  [ "$(as_ns list "$r" -n "$NS_STORES")" = yes ] && [ "$(as_ns watch "$r" -n "$NS_STORES")" = yes ] \
+    || fail "namespace-scoped: the operator may not list/watch $r in $NS_STORES"
+  [ "$(as_ns list "$r" -A)" = no ] || fail "namespace-scoped: the operator may list $r in every namespace"
+  [ "$(as_ns list "$r" -n "$NS")" = no ] || fail "namespace-scoped: the operator may list $r in $NS, which it does not watch"
+done
+for check in "patch bookstores.mybookstore.dev --subresource=status" "create secrets" "patch pods" "update configmaps" "create events.events.k8s.io"; do
+  # shellcheck disable=SC2086 # the verb and resource are two words
+  [ "$(as_ns $check -n "$NS_STORES")" = yes ] || fail "namespace-scoped: the operator may not $check in $NS_STORES"
+done
+[ "$(as_ns get leases.coordination.k8s.io/bookstore-operator-leader -n "$NS")" = yes ] || fail "namespace-scoped: no leader Lease"
+ok "watchNamespaces: the ServiceAccount makes the operator's calls in the watched namespace only, with no cluster-wide permission"
 
 # The real calls, as the operator's ServiceAccount.
 # Labels no operator watches: on a shared cluster, a running operator leaves these alone.
@@ -422,10 +466,11 @@ as -n "$NS_STORES" create secret generic rbac-peer-token --from-literal=peer-tok
 as -n "$NS_STORES" get secret rbac-peer-token -o name >/dev/null || fail "get secret as the operator"
 ok "the operator reads a Deployment, creates and reads its peer-token Secret"
 
-# A BookStore (created by the admin) whose status the operator patches. Its spec
-# is invalid, so that an operator running in a shared cluster only reports it.
+# A BookStore (created by the admin) whose status the operator patches. It names
+# an inventory ConfigMap that does not exist (the CRD's rules cannot know), so
+# an operator running in a shared cluster only reports it.
 kc -n "$NS_STORES" apply -f - >/dev/null <<'EOF' || fail "creating a BookStore"
-{"apiVersion": "mybookstore.dev/v1alpha1", "kind": "BookStore", "metadata": {"name": "rbac"}, "spec": {"replicas": {"catalog": 0}}}
+{"apiVersion": "mybookstore.dev/v1alpha1", "kind": "BookStore", "metadata": {"name": "rbac"}, "spec": {"inventory": {"configMap": {"name": "rbac-no-such-inventory"}}}}
 EOF
 # kubectl patch reads before it writes, which the operator never does (nor may):
 # these patches are the operator's own requests, with its ServiceAccount's token.

@@ -10,8 +10,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Inputs;
-use crate::crd::BookStoreSpec;
 use crate::names::{PEER_PORT, PUBLIC_PORT, StoreNames};
+use crate::validate::{ReplicaCounts, ValidStore};
 
 /// Keys of the store's ConfigMap, mounted at /etc/bookstore.
 pub const INVENTORY_KEY: &str = "inventory.txt";
@@ -21,17 +21,17 @@ pub const TOKEN_KEY: &str = "peer-token";
 
 pub fn config_map(
     names: &StoreNames,
-    spec: &BookStoreSpec,
+    store: &ValidStore,
     inputs: &Inputs,
     metadata: ObjectMeta,
 ) -> ConfigMap {
     ConfigMap {
         metadata,
         data: Some(BTreeMap::from([
-            (INVENTORY_KEY.to_owned(), inputs.inventory.clone()),
+            (INVENTORY_KEY.to_owned(), store.inventory.clone()),
             (
                 CLUSTER_KEY.to_owned(),
-                cluster_file(names, spec, &inputs.coordinator_url),
+                cluster_file(names, &store.spec.replicas, &inputs.coordinator_url),
             ),
         ])),
         ..Default::default()
@@ -40,7 +40,7 @@ pub fn config_map(
 
 /// The cluster file of a store in Kubernetes: replicated members by their
 /// headless-Service DNS names, the frontend and cache by their Services.
-pub fn cluster_file(names: &StoreNames, spec: &BookStoreSpec, coordinator_url: &str) -> String {
+pub fn cluster_file(names: &StoreNames, replicas: &ReplicaCounts, coordinator_url: &str) -> String {
     let address = |host: &str, port: i32| format!("{host}:{port}");
     let single = |role: Role| Member {
         role,
@@ -49,11 +49,8 @@ pub fn cluster_file(names: &StoreNames, spec: &BookStoreSpec, coordinator_url: &
         peer: address(&names.service_host(role), PEER_PORT),
     };
     let mut members = vec![single(Role::Frontend), single(Role::Cache)];
-    for (role, count) in [
-        (Role::Catalog, spec.replicas.catalog),
-        (Role::Order, spec.replicas.order),
-    ] {
-        for ordinal in 0..count.max(0) as u32 {
+    for role in [Role::Catalog, Role::Order] {
+        for ordinal in 0..replicas.of(role) {
             let host = names.member_host(role, ordinal);
             members.push(Member {
                 role,

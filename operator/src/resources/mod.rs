@@ -1,5 +1,5 @@
 //! The objects a BookStore should have, built by pure functions from the
-//! resource and a few resolved inputs. The controller applies them with
+//! resource, its validated spec and a few resolved inputs. The controller applies them with
 //! server-side apply; these functions never touch the API server.
 
 mod config;
@@ -15,14 +15,13 @@ use kube::Resource;
 
 use crate::crd::BookStore;
 use crate::names::StoreNames;
+use crate::validate::ValidStore;
 
 pub use config::{cluster_file, token_secret};
 
-/// What the builders need besides the resource itself.
+/// What the builders need besides the resource and its validated spec.
 #[derive(Debug, Clone)]
 pub struct Inputs {
-    /// The inventory text (inline, from a ConfigMap, or the built-in one).
-    pub inventory: String,
     /// The coordinator URL the members of this store use.
     pub coordinator_url: String,
 }
@@ -37,8 +36,8 @@ pub struct DesiredObjects {
     pub disruption_budgets: Vec<PodDisruptionBudget>,
 }
 
-/// Builds every object `store` should have.
-pub fn desired(store: &BookStore, inputs: &Inputs) -> DesiredObjects {
+/// Builds every object `store` should have; `valid` is its validated spec.
+pub fn desired(store: &BookStore, valid: &ValidStore, inputs: &Inputs) -> DesiredObjects {
     let names = store_names(store);
     let owner = owner_reference(store);
     let meta = |name: String, labels| ObjectMeta {
@@ -48,11 +47,10 @@ pub fn desired(store: &BookStore, inputs: &Inputs) -> DesiredObjects {
         owner_references: Some(vec![owner.clone()]),
         ..Default::default()
     };
-    let spec = &store.spec;
     let mut objects = DesiredObjects {
         config_maps: vec![config::config_map(
             &names,
-            spec,
+            valid,
             inputs,
             meta(names.config_map(), names.labels()),
         )],
@@ -71,7 +69,7 @@ pub fn desired(store: &BookStore, inputs: &Inputs) -> DesiredObjects {
         ));
         objects.stateful_sets.push(workloads::stateful_set(
             &names,
-            spec,
+            valid,
             inputs,
             role,
             meta(names.tier(role), names.tier_labels(role)),
@@ -90,7 +88,7 @@ pub fn desired(store: &BookStore, inputs: &Inputs) -> DesiredObjects {
         ));
         objects.deployments.push(workloads::deployment(
             &names,
-            spec,
+            valid,
             inputs,
             role,
             meta(names.tier(role), names.tier_labels(role)),

@@ -3,6 +3,7 @@
 use super::*;
 use crate::crd::{BookStoreSpec, Replicas};
 use crate::names::{PRIMARY, ROLE_LABEL};
+use crate::validate::{self, ValidStore};
 
 fn sample(spec: BookStoreSpec) -> BookStore {
     let mut store = BookStore::new("shop", spec);
@@ -13,14 +14,29 @@ fn sample(spec: BookStoreSpec) -> BookStore {
 
 fn inputs() -> Inputs {
     Inputs {
-        inventory: "init,1,3,10,t,a\n".into(),
         coordinator_url: "http://bookstore-operator.ops.svc:9100/stores/books/shop".into(),
     }
 }
 
+/// `spec` validated, with `inventory` resolved.
+fn valid(spec: &BookStoreSpec, inventory: &str) -> ValidStore {
+    validate::spec(spec)
+        .expect("a valid sample spec")
+        .with_inventory(inventory.to_owned())
+}
+
+/// Every object of the sample store with `spec`.
+fn build(spec: BookStoreSpec) -> DesiredObjects {
+    desired(
+        &sample(spec.clone()),
+        &valid(&spec, "init,1,3,10,t,a\n"),
+        &inputs(),
+    )
+}
+
 #[test]
 fn a_default_store_has_every_object_owned_by_it() {
-    let objects = desired(&sample(BookStoreSpec::default()), &inputs());
+    let objects = build(BookStoreSpec::default());
     assert_eq!(objects.stateful_sets.len(), 2);
     assert_eq!(objects.deployments.len(), 2);
     assert_eq!(objects.services.len(), 6);
@@ -49,7 +65,7 @@ fn replicated_tiers_are_statefulsets_with_volumes_and_hostname_ordinals() {
         },
         ..Default::default()
     };
-    let objects = desired(&sample(spec), &inputs());
+    let objects = build(spec);
     let catalog = objects
         .stateful_sets
         .iter()
@@ -93,7 +109,7 @@ fn replicated_tiers_are_statefulsets_with_volumes_and_hostname_ordinals() {
 
 #[test]
 fn the_primary_service_selects_the_pod_labelled_primary() {
-    let objects = desired(&sample(BookStoreSpec::default()), &inputs());
+    let objects = build(BookStoreSpec::default());
     let primary = objects
         .services
         .iter()
@@ -110,7 +126,7 @@ fn the_primary_service_selects_the_pod_labelled_primary() {
 
 #[test]
 fn the_public_frontend_service_does_not_expose_the_peer_port() {
-    let objects = desired(&sample(BookStoreSpec::default()), &inputs());
+    let objects = build(BookStoreSpec::default());
     let frontend = objects
         .services
         .iter()
@@ -129,7 +145,7 @@ fn the_public_frontend_service_does_not_expose_the_peer_port() {
 fn the_cluster_file_lists_every_member_by_dns_name_and_parses() {
     let file = cluster_file(
         &crate::names::StoreNames::new("shop", "books"),
-        &BookStoreSpec::default(),
+        &valid(&BookStoreSpec::default(), "").spec.replicas,
         &inputs().coordinator_url,
     );
     let cluster =
@@ -144,15 +160,9 @@ fn the_cluster_file_lists_every_member_by_dns_name_and_parses() {
 
 #[test]
 fn a_changed_inventory_rolls_the_pods() {
-    let store = sample(BookStoreSpec::default());
+    let spec = BookStoreSpec::default();
     let hash = |inventory: &str| {
-        let objects = desired(
-            &store,
-            &Inputs {
-                inventory: inventory.into(),
-                ..inputs()
-            },
-        );
+        let objects = desired(&sample(spec.clone()), &valid(&spec, inventory), &inputs());
         objects.deployments[0]
             .spec
             .as_ref()
@@ -173,7 +183,7 @@ fn a_changed_inventory_rolls_the_pods() {
 fn volumes_go_with_the_store_only_when_asked() {
     let mut spec = BookStoreSpec::default();
     spec.storage.delete_with_store = true;
-    let objects = desired(&sample(spec), &inputs());
+    let objects = build(spec);
     for stateful_set in &objects.stateful_sets {
         let retention = stateful_set
             .spec

@@ -22,8 +22,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Inputs;
 use super::config::{CLUSTER_KEY, INVENTORY_KEY};
-use crate::crd::BookStoreSpec;
 use crate::names::{PEER_PORT, PUBLIC_PORT, StoreNames};
+use crate::validate::ValidStore;
 
 /// The unprivileged user every container runs as.
 const RUN_AS_USER: i64 = 65532;
@@ -33,15 +33,12 @@ const DATA_DIR: &str = "/data";
 
 pub fn stateful_set(
     names: &StoreNames,
-    spec: &BookStoreSpec,
+    store: &ValidStore,
     inputs: &Inputs,
     role: Role,
     metadata: ObjectMeta,
 ) -> StatefulSet {
-    let replicas = match role {
-        Role::Catalog => spec.replicas.catalog,
-        _ => spec.replicas.order,
-    };
+    let spec = &store.spec;
     let claim = PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some("data".to_owned()),
@@ -64,7 +61,7 @@ pub fn stateful_set(
     StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {
-            replicas: Some(replicas),
+            replicas: Some(pod_count(store, role)),
             service_name: Some(names.tier(role)),
             // Members start together: each waits for its own resync anyway.
             pod_management_policy: Some("Parallel".to_owned()),
@@ -72,7 +69,7 @@ pub fn stateful_set(
                 match_labels: Some(names.selector(role)),
                 ..Default::default()
             },
-            template: pod_template(names, spec, inputs, role),
+            template: pod_template(names, store, inputs, role),
             volume_claim_templates: Some(vec![claim]),
             persistent_volume_claim_retention_policy: Some(
                 StatefulSetPersistentVolumeClaimRetentionPolicy {
@@ -91,26 +88,27 @@ fn claim_policy(delete: bool) -> String {
     if delete { "Delete" } else { "Retain" }.to_owned()
 }
 
+/// The tier's count as a workload's `replicas` (at most `MAX_REPLICAS`).
+fn pod_count(store: &ValidStore, role: Role) -> i32 {
+    i32::try_from(store.spec.replicas.of(role)).unwrap_or(i32::MAX)
+}
+
 pub fn deployment(
     names: &StoreNames,
-    spec: &BookStoreSpec,
+    store: &ValidStore,
     inputs: &Inputs,
     role: Role,
     metadata: ObjectMeta,
 ) -> Deployment {
-    let replicas = match role {
-        Role::Frontend => spec.replicas.frontend,
-        _ => spec.replicas.cache,
-    };
     Deployment {
         metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
+            replicas: Some(pod_count(store, role)),
             selector: LabelSelector {
                 match_labels: Some(names.selector(role)),
                 ..Default::default()
             },
-            template: pod_template(names, spec, inputs, role),
+            template: pod_template(names, store, inputs, role),
             ..Default::default()
         }),
         ..Default::default()
@@ -119,12 +117,12 @@ pub fn deployment(
 
 fn pod_template(
     names: &StoreNames,
-    spec: &BookStoreSpec,
+    store: &ValidStore,
     inputs: &Inputs,
     role: Role,
 ) -> PodTemplateSpec {
     let mut annotations = BTreeMap::new();
-    if spec.metrics.annotate_pods {
+    if store.spec.annotate_pods {
         annotations.insert("prometheus.io/scrape".to_owned(), "true".to_owned());
         annotations.insert("prometheus.io/port".to_owned(), PUBLIC_PORT.to_string());
         annotations.insert("prometheus.io/path".to_owned(), "/metrics".to_owned());
@@ -133,7 +131,7 @@ fn pod_template(
     // it in the template rolls them.
     annotations.insert(
         "mybookstore.dev/config-hash".to_owned(),
-        config_hash(inputs),
+        config_hash(store, inputs),
     );
     let data_volume = if role.is_replicated() {
         None
@@ -171,7 +169,7 @@ fn pod_template(
             ..Default::default()
         }),
         spec: Some(PodSpec {
-            containers: vec![container(spec, inputs, role)],
+            containers: vec![container(store, inputs, role)],
             volumes: Some(volumes.into_iter().flatten().collect()),
             security_context: Some(PodSecurityContext {
                 run_as_non_root: Some(true),
@@ -190,7 +188,8 @@ fn pod_template(
     }
 }
 
-fn container(spec: &BookStoreSpec, inputs: &Inputs, role: Role) -> Container {
+fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
+    let spec = &store.spec;
     let mut args = vec![
         role.to_string(),
         "--cluster".to_owned(),
@@ -204,7 +203,7 @@ fn container(spec: &BookStoreSpec, inputs: &Inputs, role: Role) -> Container {
         "--bind-host".to_owned(),
         "0.0.0.0".to_owned(),
         "--heartbeat-ms".to_owned(),
-        spec.heartbeat.interval_ms.to_string(),
+        spec.heartbeat.interval.as_millis().to_string(),
         "--coordinator-url".to_owned(),
         inputs.coordinator_url.clone(),
     ];
@@ -304,6 +303,6 @@ fn container(spec: &BookStoreSpec, inputs: &Inputs, role: Role) -> Container {
     }
 }
 
-fn config_hash(inputs: &Inputs) -> String {
-    bookstore_replication::store::digest(&(&inputs.inventory, &inputs.coordinator_url))
+fn config_hash(store: &ValidStore, inputs: &Inputs) -> String {
+    bookstore_replication::store::digest(&(&store.inventory, &inputs.coordinator_url))
 }

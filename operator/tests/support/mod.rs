@@ -12,6 +12,7 @@
 
 pub mod members;
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -61,6 +62,16 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
     name
 }
 
+/// Runs kubectl as the cluster's admin; its output, whether or not it failed.
+pub fn kubectl(cluster: &Cluster, args: &[&str]) -> std::process::Output {
+    Command::new(cluster.bin("kubectl"))
+        .arg("--kubeconfig")
+        .arg(&cluster.kubeconfig)
+        .args(args)
+        .output()
+        .expect("kubectl runs")
+}
+
 /// Plays the kubelet: sets a pod's Ready condition.
 pub async fn set_ready(pods: &Api<Pod>, name: &str, ready: bool) {
     let status = if ready { "True" } else { "False" };
@@ -83,17 +94,23 @@ pub struct OperatorProcess {
     child: Child,
     pub metrics_url: String,
     pub coordinator_url: String,
+    /// Its stderr (the logs).
+    pub log: PathBuf,
 }
 
 impl OperatorProcess {
+    /// As the cluster's admin, every namespace.
     pub fn start(cluster: &Cluster, namespace: &str, identity: &str) -> Self {
+        Self::start_with(&cluster.kubeconfig, namespace, identity, &[])
+    }
+
+    /// With `kubeconfig`'s identity and more `args` to `run`.
+    pub fn start_with(kubeconfig: &Path, namespace: &str, identity: &str, args: &[&str]) -> Self {
         let metrics_port = free_port();
         let coordinator_port = free_port();
         let coordinator_url = format!("http://127.0.0.1:{coordinator_port}");
-        let log = std::fs::File::create(
-            std::env::temp_dir().join(format!("bookstore-operator-{identity}.log")),
-        )
-        .expect("a log file");
+        let log_path = std::env::temp_dir().join(format!("bookstore-operator-{identity}.log"));
+        let log = std::fs::File::create(&log_path).expect("a log file");
         let child = Command::new(env!("CARGO_BIN_EXE_bookstore-operator"))
             .arg("run")
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
@@ -103,7 +120,8 @@ impl OperatorProcess {
             ])
             .args(["--operator-url", &coordinator_url])
             .args(["--namespace", namespace, "--identity", identity])
-            .env("KUBECONFIG", &cluster.kubeconfig)
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -113,6 +131,7 @@ impl OperatorProcess {
             child,
             metrics_url: format!("http://127.0.0.1:{metrics_port}"),
             coordinator_url,
+            log: log_path,
         }
     }
 
