@@ -96,7 +96,11 @@ async fn check_invariants(up: &Arc<UpProcess>, plans: &[LoadPlan], ledger: &Ledg
         .await
         .expect("settle task");
     println!("after restart: {}", ledger.summary());
-    assert_eq!(ledger.unresolved, 0, "every buy got a definite answer");
+    assert_eq!(
+        ledger.unresolved, 0,
+        "every buy got a definite answer: {:#?}",
+        ledger.unresolved_answers
+    );
     // Both phases buy the same items: the first phase's plan holds the stock.
     check_stock_matches_successes(&up.frontend(), &plans[0], ledger).await;
     check_every_order_is_readable(&up.frontend(), ledger).await;

@@ -79,6 +79,8 @@ pub struct Ledger {
     pub retried: u64,
     /// Buys without a definite answer within the deadline.
     pub unresolved: u64,
+    /// The last answer (or error) of each unresolved buy, to say why.
+    pub unresolved_answers: Vec<String>,
 }
 
 impl Ledger {
@@ -90,6 +92,7 @@ impl Ledger {
         self.failed += later.failed;
         self.retried += later.retried;
         self.unresolved += later.unresolved;
+        self.unresolved_answers.extend(later.unresolved_answers);
     }
 
     pub fn summary(&self) -> String {
@@ -227,6 +230,7 @@ impl Buyer {
         );
         let sent = Instant::now();
         let mut retried = false;
+        let mut last_answer = String::new();
         while sent.elapsed() < self.plan.buy_deadline {
             let body = match self.http.get(&url).send().await {
                 Ok(response) if response.status().is_success() => {
@@ -235,14 +239,29 @@ impl Buyer {
                 Ok(response) if response.status().is_client_error() => {
                     panic!("buy {request_id} answered {}", response.status())
                 }
-                _ => None,
+                Ok(response) => {
+                    last_answer = format!(
+                        "{}: {}",
+                        response.status(),
+                        response.text().await.unwrap_or_default()
+                    );
+                    None
+                }
+                Err(error) => {
+                    last_answer = error.to_string();
+                    None
+                }
             };
             if self.record(item, sent, body.as_ref(), &request_id, &mut retried) {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        lock(&self.ledger).unresolved += 1;
+        let mut ledger = lock(&self.ledger);
+        ledger.unresolved += 1;
+        ledger
+            .unresolved_answers
+            .push(format!("{request_id}: {last_answer}"));
     }
 
     /// Records a definite answer (true), or a first retry (false).
