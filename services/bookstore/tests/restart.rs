@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bookstore_core::cluster::Role;
+use bookstore_core::cluster::{ClusterConfig, Role};
 use bookstore_system_tests::{
     BuyLoad, Ledger, LoadPlan, check_every_order_is_readable,
     check_retries_answer_their_first_order, check_stock_matches_successes,
@@ -47,9 +47,9 @@ fn plan(phase: &str) -> LoadPlan {
     }
 }
 
-fn start(dir: &Path, inventory: &Path) -> Arc<UpProcess> {
+fn start(dir: &Path, inventory: &Path, cluster: ClusterConfig) -> Arc<UpProcess> {
     Arc::new(tokio::task::block_in_place(|| {
-        UpProcess::start(dir, local_cluster(2), inventory, &[])
+        UpProcess::start(dir, cluster, inventory, &[])
     }))
 }
 
@@ -83,11 +83,13 @@ async fn recover_ordinal_zero(up: &Arc<UpProcess>) {
     .expect("recover task");
 }
 
-/// SIGTERM `up`, start it again on the same data dir; returns the new one.
+/// SIGTERM `up`, start it again on the same data dir and the same ports
+/// (the load's buyers keep retrying the same frontend); returns the new one.
 async fn restart(up: Arc<UpProcess>, dir: &Path, inventory: &Path) -> Arc<UpProcess> {
     let up = Arc::into_inner(up).expect("no other handle to up");
+    let cluster = up.cluster.clone();
     tokio::task::block_in_place(|| up.stop());
-    start(dir, inventory)
+    start(dir, inventory, cluster)
 }
 
 async fn check_invariants(up: &Arc<UpProcess>, plans: &[LoadPlan], ledger: &Ledger) {
@@ -116,7 +118,7 @@ async fn a_restart_after_failovers_loses_no_acknowledged_buy() {
     let plans = [plan("first"), plan("second")];
     let inventory = dir.path().join("inventory.txt");
     std::fs::write(&inventory, plans[0].inventory()).expect("write inventory");
-    let mut up = start(dir.path(), &inventory);
+    let mut up = start(dir.path(), &inventory, local_cluster(2));
 
     // 1. Two failovers and recoveries, then a restart mid-load.
     let load = BuyLoad::start(&up.frontend(), &plans[0]);

@@ -248,7 +248,7 @@ impl Buyer {
                     None
                 }
                 Err(error) => {
-                    last_answer = error.to_string();
+                    last_answer = format!("{error:?}");
                     None
                 }
             };
