@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use bookstore_core::http::{ReadinessCheck, serve, service_router};
+use bookstore_core::json_errors;
 use bookstore_core::shutdown::{self, Shutdown};
 use bookstore_operator::controller::{self, Context};
 use bookstore_operator::coordination::Coordination;
@@ -132,7 +133,9 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let coordination = Coordination::new(metrics.registry.clone(), Some(recorder.clone()));
     let coordinator_routes = Router::new()
         .merge(coordination.router())
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        // The members' calls get the store's JSON errors here too.
+        .layer(axum::middleware::from_fn(json_errors::rewrite));
     let listener = tokio::net::TcpListener::bind(args.coordinator_addr)
         .await
         .with_context(|| format!("binding {}", args.coordinator_addr))?;

@@ -353,6 +353,7 @@ async fn bad_input_gets_a_4xx_with_a_json_error() {
         ("GET", "/search?topic=a%26b".into(), 400),
         ("GET", long_topic, 414),
         ("GET", "/orders/abc".into(), 400),
+        ("GET", "/orders/%FF".into(), 400),
         ("GET", "/orders/424242".into(), 404),
         ("DELETE", "/lookup?item_number=1".into(), 405),
         ("PUT", "/buy".into(), 405),
@@ -384,6 +385,43 @@ async fn bad_input_gets_a_4xx_with_a_json_error() {
         .await
         .expect("post");
     assert_eq!(malformed.status().as_u16(), 400);
+
+    // A body over the public port's limit, and the peer port's JSON
+    // extractors: the same JSON errors, with their own statuses.
+    let oversized = store
+        .http
+        .post(format!("{}/buy", store.frontend()))
+        .body(vec![b' '; 10 * 1024 * 1024])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(oversized.status().as_u16(), 413);
+    let body: Value = oversized.json().await.expect("a JSON error");
+    assert_eq!(body["error"]["code"], "payload_too_large", "{body}");
+    let catalog = store
+        .cluster
+        .member(Role::Catalog, 0)
+        .expect("catalog")
+        .peer_url();
+    let peer_cases = [
+        ("text/plain", r#"{"item_number": 1, "cost": 1}"#, 415),
+        ("application/json", r#"{"item_number": "one"}"#, 422),
+        ("application/json", "{not json", 400),
+    ];
+    for (content_type, body, expected) in peer_cases {
+        let response = store
+            .http
+            .post(format!("{catalog}/peer/catalog/update"))
+            .header("x-bookstore-peer-token", store.token.as_str())
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("post");
+        assert_eq!(response.status().as_u16(), expected, "{body}");
+        let answer: Value = response.json().await.expect("a JSON error");
+        assert!(answer["error"]["code"].is_string(), "{body}: {answer}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -14,7 +14,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::http::header::CONTENT_TYPE;
@@ -119,18 +118,16 @@ impl Cache {
 
 async fn search(
     State(cache): State<Cache>,
-    query: Result<Query<QueryParams>, QueryRejection>,
+    Query(query): Query<QueryParams>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let topic = params::topic(&query)?;
     Ok(cache.get(&CacheKey::Search(topic), "search"))
 }
 
 async fn lookup(
     State(cache): State<Cache>,
-    query: Result<Query<QueryParams>, QueryRejection>,
+    Query(query): Query<QueryParams>,
 ) -> Result<Response, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let item = params::item_number(&query)?;
     Ok(cache.get(&CacheKey::Lookup(item), "lookup"))
 }

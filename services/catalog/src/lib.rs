@@ -16,7 +16,6 @@ pub mod machine;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
@@ -107,9 +106,8 @@ fn update_route(node: CatalogNode, token: PeerToken) -> Router {
 
 async fn query_by_topic(
     State(node): State<CatalogNode>,
-    query: Result<Query<QueryParams>, QueryRejection>,
+    Query(query): Query<QueryParams>,
 ) -> Result<Json<Versioned<Vec<SearchEntry>>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let topic = params::topic(&query)?;
     let (version, value) = node.read(|view| view.search(&topic))?;
     Ok(Json(Versioned { version, value }))
@@ -117,9 +115,8 @@ async fn query_by_topic(
 
 async fn query_by_item(
     State(node): State<CatalogNode>,
-    query: Result<Query<QueryParams>, QueryRejection>,
+    Query(query): Query<QueryParams>,
 ) -> Result<Json<Versioned<BookDetails>>, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let item_number = params::item_number(&query)?;
     let (version, book) = node.read(|view| view.lookup(item_number))?;
     let value =

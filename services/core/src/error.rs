@@ -51,6 +51,39 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+impl ErrorBody {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.into(),
+                message: message.into(),
+            },
+        }
+    }
+}
+
+/// An error answer: `status` with the shared JSON body.
+pub fn error_response(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (status, Json(ErrorBody::new(code, message))).into_response()
+}
+
+/// The code of an error that has only its status (an extractor's rejection,
+/// a time limit): the status's reason phrase in snake case, so that it reads
+/// like the codes of [`ApiError`] (`payload_too_large`, `method_not_allowed`).
+pub fn code_for_status(status: StatusCode) -> String {
+    match status.canonical_reason() {
+        Some(reason) => reason
+            .chars()
+            .map(|c| match c {
+                ' ' | '-' => '_',
+                c => c.to_ascii_lowercase(),
+            })
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect(),
+        None => format!("http_{}", status.as_u16()),
+    }
+}
+
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::BadRequest(message.into())
@@ -102,13 +135,7 @@ impl IntoResponse for ApiError {
         if matches!(self, Self::Internal(_)) {
             tracing::error!(error = %self, "internal error");
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code().to_owned(),
-                message: self.to_string(),
-            },
-        };
-        (self.status(), Json(body)).into_response()
+        error_response(self.status(), self.code(), self.to_string())
     }
 }
 
@@ -138,6 +165,20 @@ mod tests {
             ApiError::from_peer(500, None),
             ApiError::BadGateway(_)
         ));
+    }
+
+    #[test]
+    fn a_status_alone_gets_its_reason_as_the_code() {
+        let code = |status: u16| code_for_status(StatusCode::from_u16(status).expect("status"));
+        assert_eq!(code(400), "bad_request");
+        assert_eq!(code(404), "not_found");
+        assert_eq!(code(405), "method_not_allowed");
+        assert_eq!(code(408), "request_timeout");
+        assert_eq!(code(413), "payload_too_large");
+        assert_eq!(code(414), "uri_too_long");
+        assert_eq!(code(415), "unsupported_media_type");
+        assert_eq!(code(422), "unprocessable_entity");
+        assert_eq!(code(599), "http_599");
     }
 
     #[test]

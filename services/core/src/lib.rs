@@ -1,6 +1,6 @@
 //! Behaviour every BookStore service shares, so no service re-implements it:
 //! how a service is served over HTTP ([`http`]), how errors look on the wire
-//! ([`error`]), what it measures ([`metrics`]), how it calls its peers
+//! ([`error`], and [`json_errors`] for the errors axum and its layers answer), what it measures ([`metrics`]), how it calls its peers
 //! ([`peer`]), where its peers are ([`cluster`]), the wire types of the public
 //! and internal APIs ([`api`]), the initial inventory ([`inventory`]) and the
 //! shared peer token ([`token`]).
@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod error;
 pub mod http;
 pub mod inventory;
+pub mod json_errors;
 pub mod metrics;
 pub mod params;
 pub mod peer;

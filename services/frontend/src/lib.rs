@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::response::{IntoResponse, Response};
@@ -89,19 +88,11 @@ pub async fn run(
     serve_service(listeners, public, peer, metrics, always_ready(), shutdown).await
 }
 
-fn query_params(
-    query: Result<Query<QueryParams>, QueryRejection>,
-) -> Result<QueryParams, ApiError> {
-    query
-        .map(|Query(params)| params)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
-}
-
 async fn search(
     State(frontend): State<Arc<Frontend>>,
-    query: Result<Query<QueryParams>, QueryRejection>,
+    Query(query): Query<QueryParams>,
 ) -> Result<Response, ApiError> {
-    let topic = params::topic(&query_params(query)?)?;
+    let topic = params::topic(&query)?;
     let key = CacheKey::Search(topic.clone());
     frontend
         .read_through(key, "query_by_topic", &[("topic", topic.as_str())])
@@ -110,9 +101,9 @@ async fn search(
 
 async fn lookup(
     State(frontend): State<Arc<Frontend>>,
-    query: Result<Query<QueryParams>, QueryRejection>,
+    Query(query): Query<QueryParams>,
 ) -> Result<Response, ApiError> {
-    let item = params::item_number(&query_params(query)?)?;
+    let item = params::item_number(&query)?;
     let key = CacheKey::Lookup(item);
     let item_text = item.to_string();
     frontend
@@ -122,9 +113,8 @@ async fn lookup(
 
 async fn buy_get(
     State(frontend): State<Arc<Frontend>>,
-    query: Result<Query<QueryParams>, QueryRejection>,
+    Query(query): Query<QueryParams>,
 ) -> Result<Json<BuyResponse>, ApiError> {
-    let query = query_params(query)?;
     let request = BuyRequest {
         item_number: params::item_number(&query)?,
         request_id: params::request_id(&query)?,
@@ -136,11 +126,10 @@ async fn buy_get(
 /// or, with an empty body, the same fields as query parameters.
 async fn buy_post(
     State(frontend): State<Arc<Frontend>>,
-    query: Result<Query<QueryParams>, QueryRejection>,
+    Query(query): Query<QueryParams>,
     body: Bytes,
 ) -> Result<Json<BuyResponse>, ApiError> {
     let request = if body.iter().all(u8::is_ascii_whitespace) {
-        let query = query_params(query)?;
         BuyRequest {
             item_number: params::item_number(&query)?,
             request_id: params::request_id(&query)?,

@@ -15,7 +15,6 @@
 
 pub mod machine;
 
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -109,9 +108,8 @@ pub async fn run(
 
 async fn buy(
     State(service): State<OrderService>,
-    body: Result<Json<BuyRequest>, JsonRejection>,
+    Json(request): Json<BuyRequest>,
 ) -> Result<Json<BuyResponse>, ApiError> {
-    let Json(request) = body.map_err(|e| ApiError::bad_request(e.body_text()))?;
     let request_id = match request.request_id {
         Some(id) => {
             validate_request_id(&id).map_err(ApiError::BadRequest)?;
