@@ -77,7 +77,10 @@ async fn recover_ordinal_zero(up: &Arc<UpProcess>) {
         for tier in TIERS {
             up.peer_post(tier, 0, "/peer/recover");
         }
-        up.wait_until_settled(Duration::from_secs(60));
+        // Under load the members' indexes differ by in-flight writes:
+        // healthy with one primary per tier is what a recovery gives.
+        wait_until(Duration::from_secs(60), || up.all_healthy())
+            .expect("ordinal 0 resyncs and the store is healthy");
     })
     .await
     .expect("recover task");
