@@ -83,6 +83,13 @@ impl UpProcess {
     /// Starts `bookstore up` in `dir` and waits until every replicated member
     /// is healthy and the frontend answers.
     pub fn start(dir: &Path, cluster: ClusterConfig, inventory: &Path, extra: &[&str]) -> Self {
+        let up = Self::launch(dir, cluster, inventory, extra);
+        up.wait_until_settled(Duration::from_secs(60));
+        up
+    }
+
+    /// Starts `bookstore up` in `dir` without waiting for it.
+    pub fn launch(dir: &Path, cluster: ClusterConfig, inventory: &Path, extra: &[&str]) -> Self {
         let cluster_file = dir.join("cluster.conf");
         std::fs::write(&cluster_file, cluster.render()).expect("write cluster file");
         let data_dir = dir.join("data");
@@ -106,14 +113,12 @@ impl UpProcess {
             .stderr(log)
             .spawn()
             .expect("start bookstore up");
-        let up = Self {
+        Self {
             child,
             cluster,
             data_dir,
             cluster_file,
-        };
-        up.wait_until_settled(Duration::from_secs(60));
-        up
+        }
     }
 
     pub fn frontend(&self) -> String {
