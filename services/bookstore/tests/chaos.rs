@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use bookstore_system_tests::{
     BuyLoad, LoadPlan, check_every_order_is_readable, check_stock_matches_successes,
 };
-use support::{TempDir, UpProcess, local_cluster};
+use support::{TempDir, UpProcess, local_cluster, wait_until};
 
 const KILL_CYCLES: usize = 3;
 
@@ -98,15 +98,4 @@ async fn the_store_survives_primaries_killed_under_load() {
     // Settled means: every member healthy, one primary per tier, and the
     // same applied index and state digest on every member of a tier.
     assert!(tokio::task::block_in_place(|| up.settled()));
-}
-
-fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Result<(), ()> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if condition() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Err(())
 }

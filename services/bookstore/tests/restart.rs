@@ -24,7 +24,7 @@ use bookstore_system_tests::{
     BuyLoad, Ledger, LoadPlan, check_every_order_is_readable,
     check_retries_answer_their_first_order, check_stock_matches_successes,
 };
-use support::{TempDir, UpProcess, local_cluster};
+use support::{TempDir, UpProcess, local_cluster, wait_until};
 
 const TIERS: [Role; 2] = [Role::Catalog, Role::Order];
 /// Every how many acknowledged buys one is retried with its request id.
@@ -151,15 +151,4 @@ async fn a_restart_after_failovers_loses_no_acknowledged_buy() {
     up = restart(up, dir.path(), &inventory).await;
     ledger.absorb(load.finish().await);
     check_invariants(&up, &plans, &ledger).await;
-}
-
-fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Result<(), ()> {
-    let deadline = std::time::Instant::now() + limit;
-    while std::time::Instant::now() < deadline {
-        if condition() {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Err(())
 }

@@ -278,3 +278,15 @@ impl Drop for UpProcess {
         let _ = self.child.wait();
     }
 }
+
+/// Polls `condition` every 200 ms until it holds (`Ok`) or `limit` passes.
+pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Result<(), ()> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(())
+}
