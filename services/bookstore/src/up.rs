@@ -3,8 +3,10 @@
 //! It runs the coordinator itself, starts every service of the cluster file
 //! as a child process on loopback, restarts a child that dies (after a short
 //! backoff, as Kubernetes would recreate a pod), and on Ctrl-C or SIGTERM
-//! stops them all. Child output goes to DATA_DIR/logs/ROLE-ORDINAL.log; the
-//! children's pids go to DATA_DIR/up.json for `bookstore status`.
+//! stops them all. Each replicated member keeps its database in its own
+//! directory, DATA_DIR/ROLE-ORDINAL/, so each can live on its own disk. Child
+//! output goes to DATA_DIR/logs/ROLE-ORDINAL.log; the children's pids go to
+//! DATA_DIR/up.json for `bookstore status`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -78,7 +80,11 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }));
     let mut supervisors = Vec::new();
     for member in children(&cluster, args.no_cache) {
-        let child = ChildSpec::new(&member, &args)?;
+        let member_dir = member_data_dir(&data_dir, &member);
+        if member.role.is_replicated() {
+            move_legacy_database(&data_dir, &member_dir, &member.name())?;
+        }
+        let child = ChildSpec::new(&member, &member_dir, &args)?;
         supervisors.push(tokio::spawn(supervise(
             child,
             coordinator.clone(),
@@ -93,6 +99,49 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(data_dir.join(PIDS_FILE));
     println!("BookStore stopped.");
+    Ok(())
+}
+
+/// Where a child keeps its data: a replicated member in its own directory
+/// (DATA_DIR/catalog-0/), so that each member's storage can be a disk of its
+/// own (the full-disk test gives one a small tmpfs); the stateless services
+/// in DATA_DIR.
+fn member_data_dir(data_dir: &Path, member: &Member) -> PathBuf {
+    if member.role.is_replicated() {
+        data_dir.join(member.name())
+    } else {
+        data_dir.to_path_buf()
+    }
+}
+
+/// Moves a member's database from where earlier versions of `up` kept it
+/// (DATA_DIR/catalog-0.db, with its `-wal` and `-shm` files) into the
+/// member's own directory, once, before the member starts. Skipping this
+/// would start the member empty and lose what it held.
+fn move_legacy_database(data_dir: &Path, member_dir: &Path, name: &str) -> anyhow::Result<()> {
+    let file = format!("{name}.db");
+    let legacy = data_dir.join(&file);
+    if !legacy.exists() || member_dir.join(&file).exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(member_dir)
+        .with_context(|| format!("creating {}", member_dir.display()))?;
+    // The database first: the WAL and shared-memory files mean nothing
+    // without it, and SQLite recreates a missing `-shm`.
+    for suffix in ["", "-wal", "-shm"] {
+        let from = data_dir.join(format!("{file}{suffix}"));
+        let to = member_dir.join(format!("{file}{suffix}"));
+        if from.exists() {
+            std::fs::rename(&from, &to).with_context(|| {
+                format!(
+                    "moving {} to {} (DATA_DIR/ROLE-ORDINAL/ is where members keep their data now; move it by hand if they are on different disks)",
+                    from.display(),
+                    to.display()
+                )
+            })?;
+        }
+    }
+    eprintln!("moved {} into {}", legacy.display(), member_dir.display());
     Ok(())
 }
 
@@ -169,7 +218,7 @@ struct ChildSpec {
 }
 
 impl ChildSpec {
-    fn new(member: &Member, up: &UpArgs) -> anyhow::Result<Self> {
+    fn new(member: &Member, data_dir: &Path, up: &UpArgs) -> anyhow::Result<Self> {
         let program = std::env::current_exe().context("finding the bookstore binary")?;
         let mut args = vec![
             member.role.to_string(),
@@ -178,7 +227,7 @@ impl ChildSpec {
             "--cluster".into(),
             up.store.cluster.display().to_string(),
             "--data-dir".into(),
-            up.store.data_dir.display().to_string(),
+            data_dir.display().to_string(),
             "--token-file".into(),
             up.store.token_path().display().to_string(),
             "--heartbeat-ms".into(),
@@ -342,4 +391,82 @@ fn print_banner(cluster: &ClusterConfig, args: &UpArgs, books: usize) {
         "Data, logs and the peer token are in {}. `bookstore status` shows every member. Ctrl-C stops the store.",
         args.store.data_dir.display()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system's temp dir, removed on drop.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!(
+                "bookstore-up-{name}-{}-{:08x}",
+                std::process::id(),
+                fastrand::u32(..)
+            ));
+            std::fs::create_dir_all(&path).expect("scratch dir");
+            Self(path)
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn a_database_from_the_old_layout_moves_into_the_members_directory() {
+        let scratch = Scratch::new("legacy");
+        let data = &scratch.0;
+        for suffix in ["", "-wal", "-shm"] {
+            std::fs::write(data.join(format!("catalog-1.db{suffix}")), suffix).expect("write");
+        }
+        let member_dir = data.join("catalog-1");
+        move_legacy_database(data, &member_dir, "catalog-1").expect("moved");
+        for suffix in ["", "-wal", "-shm"] {
+            let moved = std::fs::read_to_string(member_dir.join(format!("catalog-1.db{suffix}")));
+            assert_eq!(moved.expect("moved file"), suffix);
+            assert!(!data.join(format!("catalog-1.db{suffix}")).exists());
+        }
+    }
+
+    #[test]
+    fn a_member_that_already_has_its_directory_keeps_its_database() {
+        let scratch = Scratch::new("current");
+        let data = &scratch.0;
+        let member_dir = data.join("order-0");
+        std::fs::create_dir_all(&member_dir).expect("dir");
+        std::fs::write(member_dir.join("order-0.db"), "current").expect("write");
+        std::fs::write(data.join("order-0.db"), "legacy").expect("write");
+        move_legacy_database(data, &member_dir, "order-0").expect("nothing to do");
+        let kept = std::fs::read_to_string(member_dir.join("order-0.db")).expect("kept");
+        assert_eq!(kept, "current");
+        assert!(
+            data.join("order-0.db").exists(),
+            "the other file is left alone"
+        );
+    }
+
+    #[test]
+    fn only_replicated_members_get_their_own_directory() {
+        let data = Path::new("/data");
+        let member = |role, ordinal| Member {
+            role,
+            ordinal,
+            peer: "127.0.0.1:1".into(),
+            public: None,
+        };
+        assert_eq!(
+            member_data_dir(data, &member(Role::Order, 1)),
+            Path::new("/data/order-1")
+        );
+        assert_eq!(
+            member_data_dir(data, &member(Role::Frontend, 0)),
+            Path::new("/data")
+        );
+    }
 }
