@@ -81,6 +81,12 @@ pub struct Ledger {
     pub unresolved: u64,
     /// The last answer (or error) of each unresolved buy, to say why.
     pub unresolved_answers: Vec<String>,
+    /// Answers (of any attempt) that were a 503 with the store's JSON error
+    /// body: the store saying "not now, retry".
+    pub unavailable_answers: u64,
+    /// Every other 5xx answer, as `status: body`: a store that keeps its
+    /// promises answers a fault with a JSON 503 and nothing else.
+    pub other_server_errors: Vec<String>,
 }
 
 impl Ledger {
@@ -93,16 +99,20 @@ impl Ledger {
         self.retried += later.retried;
         self.unresolved += later.unresolved;
         self.unresolved_answers.extend(later.unresolved_answers);
+        self.unavailable_answers += later.unavailable_answers;
+        self.other_server_errors.extend(later.other_server_errors);
     }
 
     pub fn summary(&self) -> String {
         format!(
-            "{} buys, {} succeeded, {} sold out, {} retried after a 5xx or no answer, {} unresolved",
+            "{} buys, {} succeeded, {} sold out, {} retried after a 5xx or no answer, {} unresolved; {} JSON 503 answers, {} other 5xx",
             self.successes.len() as u64 + self.failed + self.unresolved,
             self.successes.len(),
             self.failed,
             self.retried,
-            self.unresolved
+            self.unresolved,
+            self.unavailable_answers,
+            self.other_server_errors.len()
         )
     }
 }
@@ -195,6 +205,11 @@ impl BuyLoad {
         longest
     }
 
+    /// How many JSON 503 answers the load has had so far.
+    pub fn unavailable_answers(&self) -> u64 {
+        lock(&self.ledger).unavailable_answers
+    }
+
     /// Lets the load stop once it made its minimum, waits for it, and returns
     /// the ledger.
     pub async fn finish(mut self) -> Ledger {
@@ -240,11 +255,10 @@ impl Buyer {
                     panic!("buy {request_id} answered {}", response.status())
                 }
                 Ok(response) => {
-                    last_answer = format!(
-                        "{}: {}",
-                        response.status(),
-                        response.text().await.unwrap_or_default()
-                    );
+                    let status = response.status();
+                    let text = response.text().await.unwrap_or_default();
+                    self.record_server_error(status.as_u16(), &text);
+                    last_answer = format!("{status}: {text}");
                     None
                 }
                 Err(error) => {
@@ -262,6 +276,18 @@ impl Buyer {
         ledger
             .unresolved_answers
             .push(format!("{request_id}: {last_answer}"));
+    }
+
+    /// Sorts a 5xx answer: a JSON 503, or anything else.
+    fn record_server_error(&self, status: u16, body: &str) {
+        let json_error = serde_json::from_str::<Value>(body)
+            .is_ok_and(|b| b["error"]["code"].is_string() && b["error"]["message"].is_string());
+        let mut ledger = lock(&self.ledger);
+        if status == 503 && json_error {
+            ledger.unavailable_answers += 1;
+        } else {
+            ledger.other_server_errors.push(format!("{status}: {body}"));
+        }
     }
 
     /// Records a definite answer (true), or a first retry (false).
