@@ -6,7 +6,7 @@
 //! drops a line it cannot write instead of returning the error (the fmt
 //! layer would then `eprintln!` about it, which panics when stderr fails).
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 
 use tracing_subscriber::EnvFilter;
 
@@ -18,6 +18,9 @@ pub fn init() {
     let json = std::env::var("BOOKSTORE_LOG_FORMAT").is_ok_and(|f| f == "json");
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal: `up` sends each child's
+        // stderr to a log file, where escape codes are noise to grep through.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(|| Lossy(std::io::stderr()));
     let _already_installed = if json {
         builder.json().try_init()
