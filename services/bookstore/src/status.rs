@@ -1,13 +1,18 @@
 //! `bookstore status`: one JSON object per member, as its members see
 //! themselves: role, ordinal, pid, addresses, health, whether it is the
 //! primary, its epoch, applied log index and a digest of its state (members
-//! of a tier that agree on index and digest hold the same state).
+//! of a tier that agree on index and digest hold the same state). Then one
+//! object per replicated tier as the coordinator sees it (`"role":
+//! "coordinator"`): epoch, primary, in-sync set, and in words what it waits
+//! for when it waits (a bootstrap without durable state waits for every
+//! member).
 
 use std::time::Duration;
 
 use bookstore_core::cluster::{Member, Role};
 use bookstore_core::metrics::Metrics;
 use bookstore_core::peer::PeerClient;
+use bookstore_replication::coordinator::TierStatus;
 use bookstore_replication::node::messages::MemberStatus;
 use clap::Args;
 use serde_json::{Value, json};
@@ -49,7 +54,41 @@ pub async fn collect(store: &StoreArgs) -> anyhow::Result<Vec<Value>> {
         let pid = pids.members.get(&member.name()).copied();
         lines.push(member_status(&client, member, pid).await);
     }
+    if let Ok(coordinator) = cluster.first(Role::Coordinator) {
+        lines.extend(coordinator_status(&client, coordinator).await);
+    }
     Ok(lines)
+}
+
+/// One line per tier from the coordinator, or one saying it is unreachable.
+async fn coordinator_status(client: &PeerClient, coordinator: &Member) -> Vec<Value> {
+    let url = format!("{}/coordinator/status", coordinator.peer_url());
+    match client
+        .get::<_, Vec<TierStatus>>("coordinator", "status", &url, &())
+        .await
+    {
+        Ok(tiers) => tiers
+            .into_iter()
+            .map(|tier| {
+                json!({
+                    "role": Role::Coordinator,
+                    "peer_address": coordinator.peer,
+                    "healthy": true,
+                    "tier": tier.tier,
+                    "epoch": tier.epoch,
+                    "primary": tier.primary,
+                    "in_sync": tier.in_sync,
+                    "waiting": tier.waiting,
+                })
+            })
+            .collect(),
+        Err(error) => vec![json!({
+            "role": Role::Coordinator,
+            "peer_address": coordinator.peer,
+            "healthy": false,
+            "error": error.to_string(),
+        })],
+    }
 }
 
 async fn member_status(client: &PeerClient, member: &Member, pid: Option<u32>) -> Value {

@@ -85,3 +85,46 @@ fn up_runs_the_store_and_restarts_a_killed_child_with_its_state() {
         .expect("order");
     assert_eq!(order["result"]["item_number"], 1, "{order}");
 }
+
+/// A fresh store (no durable coordinator state) whose catalog-1 cannot start
+/// (another process holds its peer port): the coordinator elects no catalog
+/// primary, because only every member's data together shows which is newest,
+/// and `bookstore status` says what it waits for. Once the port is free, the
+/// store settles and the coordinator's lines show each tier's primary.
+#[test]
+fn a_bootstrap_without_durable_state_waits_for_every_member_and_status_says_so() {
+    let dir = TempDir::new("bootstrap");
+    let cluster = local_cluster(2);
+    let catalog_1 = cluster
+        .member(bookstore_core::cluster::Role::Catalog, 1)
+        .expect("catalog-1")
+        .peer
+        .clone();
+    let squatter = std::net::TcpListener::bind(&catalog_1).expect("hold catalog-1's port");
+    let up = UpProcess::launch(dir.path(), cluster, &default_inventory_path(), &[]);
+    let mut waiting = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while waiting.is_none() && Instant::now() < deadline {
+        waiting = up
+            .coordinator_status("catalog")
+            .and_then(|s| s["waiting"].as_str().map(str::to_owned));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let waiting = waiting.expect("the coordinator says why the catalog has no primary");
+    assert!(
+        waiting.contains("no durable coordinator state") && waiting.contains("all 2 members"),
+        "{waiting}"
+    );
+    let catalog = up.coordinator_status("catalog").expect("a catalog line");
+    assert!(catalog["primary"].is_null(), "no primary yet: {catalog}");
+
+    drop(squatter);
+    up.wait_until_settled(Duration::from_secs(60));
+    for tier in ["catalog", "order"] {
+        let line = up.coordinator_status(tier).expect("a coordinator line");
+        assert_eq!(line["primary"], 0, "{line}");
+        assert_eq!(line["in_sync"], serde_json::json!([0, 1]), "{line}");
+        assert!(line["waiting"].is_null(), "{line}");
+        assert!(line["epoch"].as_u64() >= Some(1), "{line}");
+    }
+}

@@ -141,6 +141,21 @@ impl UpProcess {
             .collect()
     }
 
+    /// The status lines of the members (without the coordinator's).
+    pub fn member_status(&self) -> Vec<Value> {
+        self.status()
+            .into_iter()
+            .filter(|s| s["role"] != "coordinator")
+            .collect()
+    }
+
+    /// The coordinator's status line of `tier`.
+    pub fn coordinator_status(&self, tier: &str) -> Option<Value> {
+        self.status()
+            .into_iter()
+            .find(|s| s["role"] == "coordinator" && s["tier"] == tier)
+    }
+
     /// The status lines of one tier.
     pub fn tier_status(&self, role: &str) -> Vec<Value> {
         self.status()
@@ -152,7 +167,7 @@ impl UpProcess {
     /// True when every member is healthy and each replicated tier has one
     /// primary and identical applied index and digest on every member.
     pub fn settled(&self) -> bool {
-        let status = self.status();
+        let status = self.member_status();
         let expected = self
             .cluster
             .members
@@ -176,7 +191,7 @@ impl UpProcess {
     /// True when every member is healthy and each replicated tier has one
     /// primary (their states may still differ by in-flight writes).
     pub fn all_healthy(&self) -> bool {
-        let status = self.status();
+        let status = self.member_status();
         let expected = self
             .cluster
             .members
