@@ -3,6 +3,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod fault;
 pub mod roles;
 pub mod settings;
 pub mod status;

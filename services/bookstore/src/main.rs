@@ -1,13 +1,15 @@
 //! `bookstore`: one binary for every part of the store.
 //!
 //! - `bookstore up`: the whole store on this machine, as child processes.
-//! - `bookstore status`: one JSON line per member.
+//! - `bookstore status`: a table of every member (`--json` for scripts).
+//! - `bookstore fault kill|pause|resume|shutdown|recover MEMBER`: break a
+//!   member of a local store on purpose.
 //! - `bookstore client`: the original's test cases 1-4 against a frontend.
 //! - `bookstore bench`: the load generator and the per-tier latency tables.
 //! - `bookstore frontend|catalog|order|cache`: run one service (what `up`
 //!   and the Kubernetes pods run).
 
-use bookstore::{bench, client, roles, status, up};
+use bookstore::{bench, client, fault, roles, status, up};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -22,9 +24,13 @@ enum Command {
     /// Run the whole store locally: frontend, cache, two catalog and two
     /// order replicas, and the coordinator. Ctrl-C stops it.
     Up(up::UpArgs),
-    /// Print one JSON object per member: role, ordinal, pid, addresses,
-    /// health, primary, epoch, applied index and state digest.
+    /// Show every member: role, phase, epoch, applied index, lag, in sync,
+    /// pid; then the coordinator's view of each tier. `--json` prints one
+    /// JSON object per line instead (with addresses and state digests).
     Status(status::StatusArgs),
+    /// Break a member of a local store on purpose: kill (SIGKILL), pause
+    /// (SIGSTOP) and resume (SIGCONT), shutdown and recover (it plays dead).
+    Fault(fault::FaultArgs),
     /// Run the original's test cases 1-4 against a frontend.
     Client(client::ClientArgs),
     /// Measure throughput and latency of search, lookup and buy at several
@@ -53,6 +59,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
+            Command::Fault(args) => fault::run(args).await,
             Command::Client(args) => client::run(args).await,
             Command::Bench(_) => anyhow::bail!("bench runs on its own runtime"),
             Command::Frontend(args) => {

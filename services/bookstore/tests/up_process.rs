@@ -128,3 +128,105 @@ fn a_bootstrap_without_durable_state_waits_for_every_member_and_status_says_so()
         assert!(line["epoch"].as_u64() >= Some(1), "{line}");
     }
 }
+
+/// `bookstore <args>` against `up`'s store; its stdout, after checking it
+/// succeeded.
+fn bookstore(up: &UpProcess, args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_bookstore"))
+        .args(args)
+        .arg("--cluster")
+        .arg(&up.cluster_file)
+        .arg("--data-dir")
+        .arg(&up.data_dir)
+        .output()
+        .expect("run bookstore");
+    assert!(
+        output.status.success(),
+        "bookstore {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn wait_for_primary(up: &UpProcess, tier: &str, name: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if up.primary(tier).as_deref() == Some(name) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{name} did not become the {tier} primary: {:#?}",
+        up.status()
+    );
+}
+
+/// The README's "break it" steps with `bookstore fault` and the status
+/// table: each fault moves the primary as its real counterpart does.
+#[test]
+fn bookstore_fault_kills_pauses_and_shuts_down_members_and_status_shows_it() {
+    let dir = TempDir::new("fault");
+    let up = UpProcess::start(dir.path(), local_cluster(2), &default_inventory_path(), &[]);
+    let table = bookstore(&up, &["status"]);
+    let row = |table: &str, name: &str| -> Vec<String> {
+        table
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no row {name}:\n{table}"))
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        row(&table, "catalog-0")[1..3],
+        ["primary", "leading"],
+        "{table}"
+    );
+    assert_eq!(
+        row(&table, "catalog-1")[1..3],
+        ["replica", "following"],
+        "{table}"
+    );
+    assert!(table.contains("coordinator: catalog at epoch"), "{table}");
+
+    // A crash: catalog-1 takes over, `up` restarts catalog-0.
+    let old = up.pid("catalog-0").expect("catalog-0's pid");
+    let said = bookstore(&up, &["fault", "kill", "catalog-0"]);
+    assert!(said.contains("SIGKILL sent"), "{said}");
+    wait_for_new_pid(&up, "catalog-0", old);
+    wait_for_primary(&up, "catalog", "catalog-1");
+    up.wait_until_settled(Duration::from_secs(60));
+
+    // A pause longer than failure detection: order-1 takes over; resumed,
+    // order-0 must not lead again until it has rejoined.
+    bookstore(&up, &["fault", "pause", "order-0"]);
+    wait_for_primary(&up, "order", "order-1");
+    let paused = row(&bookstore(&up, &["status"]), "order-0");
+    assert_eq!(
+        paused[1..3],
+        ["-", "down"],
+        "a paused member answers nothing"
+    );
+    bookstore(&up, &["fault", "resume", "order-0"]);
+    up.wait_until_settled(Duration::from_secs(60));
+
+    // Playing dead, then back.
+    bookstore(&up, &["fault", "shutdown", "catalog-1"]);
+    let table = bookstore(&up, &["status"]);
+    assert_eq!(row(&table, "catalog-1")[2], "shut", "{table}");
+    bookstore(&up, &["fault", "recover", "catalog-1"]);
+    up.wait_until_settled(Duration::from_secs(60));
+
+    // A member that is not there is a clear error.
+    let output = Command::new(env!("CARGO_BIN_EXE_bookstore"))
+        .args(["fault", "kill", "catalog-7", "--cluster"])
+        .arg(&up.cluster_file)
+        .arg("--data-dir")
+        .arg(&up.data_dir)
+        .output()
+        .expect("run bookstore");
+    assert!(!output.status.success());
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(error.contains("no member \"catalog-7\""), "{error}");
+}

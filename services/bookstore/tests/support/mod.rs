@@ -125,10 +125,10 @@ impl UpProcess {
         frontend_url(&self.cluster)
     }
 
-    /// `bookstore status` as JSON lines.
+    /// `bookstore status --json`: one JSON value per line.
     pub fn status(&self) -> Vec<Value> {
         let output = Command::new(env!("CARGO_BIN_EXE_bookstore"))
-            .arg("status")
+            .args(["status", "--json"])
             .arg("--cluster")
             .arg(&self.cluster_file)
             .arg("--data-dir")
