@@ -28,7 +28,16 @@ need_rust() {
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 }
 
+# The console's browser test drives Debian's Chromium through chromedriver.
+need_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then return 0; fi
+  command -v apt-get >/dev/null || { echo "chromium and chromedriver are missing and there is no apt-get to install them" >&2; return 1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+    || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+}
+
 step "toolchain" need_rust
+step "browser for the console test (Debian chromium, chromium-driver)" need_browser
 step "format (cargo fmt --check)" cargo fmt --all -- --check
 step "lint (cargo clippy -D warnings)" cargo clippy --workspace --all-targets --locked -- -D warnings
 # The release binaries first: the end-to-end test packs them into images.

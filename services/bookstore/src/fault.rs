@@ -70,26 +70,32 @@ impl FaultAction {
 }
 
 pub async fn run(args: FaultArgs) -> anyhow::Result<()> {
-    let cluster = args.store.cluster()?;
-    let member = find_member(&cluster, &args.member)?;
-    let done = match args.action.signal() {
+    println!("{}", apply(&args.store, args.action, &args.member).await?);
+    Ok(())
+}
+
+/// Does `action` to `member` of the local store; says what was done and
+/// what happens next. The console's buttons call this too.
+pub async fn apply(store: &StoreArgs, action: FaultAction, member: &str) -> anyhow::Result<String> {
+    let cluster = store.cluster()?;
+    let found = find_member(&cluster, member)?;
+    let done = match action.signal() {
         Some((signal, name)) => {
-            let pid = member_pid(&args.store, &args.member)?;
+            let pid = member_pid(store, member)?;
             send_signal(pid, signal)
-                .with_context(|| format!("sending {name} to {} (pid {pid})", args.member))?;
-            format!("{} (pid {pid}): {name} sent", args.member)
+                .with_context(|| format!("sending {name} to {member} (pid {pid})"))?;
+            format!("{member} (pid {pid}): {name} sent")
         }
         None => {
-            let path = match args.action {
+            let path = match action {
                 FaultAction::Shutdown => "/peer/shutdown",
                 _ => "/peer/recover",
             };
-            fault_injection(&args.store, member, path).await?;
-            format!("{}: POST {path} done", args.member)
+            fault_injection(store, found, path).await?;
+            format!("{member}: POST {path} done")
         }
     };
-    println!("{done}; {}", args.action.consequence());
-    Ok(())
+    Ok(format!("{done}; {}", action.consequence()))
 }
 
 /// The member named `name` (`catalog-0`) in the cluster file.

@@ -4,12 +4,13 @@
 //! - `bookstore status`: a table of every member (`--json` for scripts).
 //! - `bookstore fault kill|pause|resume|shutdown|recover MEMBER`: break a
 //!   member of a local store on purpose.
+//! - `bookstore console`: a live web page of a local store, on loopback.
 //! - `bookstore client`: the original's test cases 1-4 against a frontend.
 //! - `bookstore bench`: the load generator and the per-tier latency tables.
 //! - `bookstore frontend|catalog|order|cache`: run one service (what `up`
 //!   and the Kubernetes pods run).
 
-use bookstore::{bench, client, fault, roles, status, up};
+use bookstore::{bench, client, console, fault, roles, status, up};
 use clap::{Parser, Subcommand};
 
 #[derive(Debug, Parser)]
@@ -31,6 +32,10 @@ enum Command {
     /// Break a member of a local store on purpose: kill (SIGKILL), pause
     /// (SIGSTOP) and resume (SIGCONT), shutdown and recover (it plays dead).
     Fault(fault::FaultArgs),
+    /// Serve a live page of the local store on 127.0.0.1:8090: each tier's
+    /// members, buy and lookup rates, the failover timeline, and buttons to
+    /// break members.
+    Console(console::ConsoleArgs),
     /// Run the original's test cases 1-4 against a frontend.
     Client(client::ClientArgs),
     /// Measure throughput and latency of search, lookup and buy at several
@@ -60,6 +65,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => up::run(args).await,
             Command::Status(args) => status::run(args).await,
             Command::Fault(args) => fault::run(args).await,
+            Command::Console(args) => console::run(args).await,
             Command::Client(args) => client::run(args).await,
             Command::Bench(_) => anyhow::bail!("bench runs on its own runtime"),
             Command::Frontend(args) => {

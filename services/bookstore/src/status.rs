@@ -16,6 +16,7 @@ use bookstore_core::peer::PeerClient;
 use bookstore_replication::coordinator::TierStatus;
 use bookstore_replication::node::messages::MemberStatus;
 use clap::Args;
+use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::settings::StoreArgs;
@@ -46,27 +47,38 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The status of every service member, in cluster-file order.
+/// The status of every service member, in cluster-file order, then the
+/// coordinator's lines.
 pub async fn collect(store: &StoreArgs) -> anyhow::Result<Vec<Value>> {
+    collect_within(store, STATUS_TIMEOUT).await
+}
+
+/// [`collect`], asking every member at once and waiting at most `timeout`
+/// for each (a paused member must not hold up the others' lines).
+pub async fn collect_within(store: &StoreArgs, timeout: Duration) -> anyhow::Result<Vec<Value>> {
     let cluster = store.cluster()?;
     let token = store.load_token()?;
     let pids: Pids = std::fs::read(store.data_dir.join(PIDS_FILE))
         .ok()
         .and_then(|bytes| serde_json::from_slice(&bytes).ok())
         .unwrap_or_default();
-    let client = PeerClient::with_timeout(token, Metrics::new("status"), STATUS_TIMEOUT);
-    let mut lines = Vec::new();
-    for member in cluster
+    let client = PeerClient::with_timeout(token, Metrics::new("status"), timeout);
+    let members = cluster
         .members
         .iter()
         .filter(|m| m.role != Role::Coordinator)
-    {
-        let pid = pids.members.get(&member.name()).copied();
-        lines.push(member_status(&client, member, pid).await);
-    }
-    if let Ok(coordinator) = cluster.first(Role::Coordinator) {
-        lines.extend(coordinator_status(&client, coordinator).await);
-    }
+        .map(|member| {
+            let pid = pids.members.get(&member.name()).copied();
+            member_status(&client, member, pid)
+        });
+    let coordinator = async {
+        match cluster.first(Role::Coordinator) {
+            Ok(coordinator) => coordinator_status(&client, coordinator).await,
+            Err(_) => Vec::new(),
+        }
+    };
+    let (mut lines, coordinator) = futures::join!(futures::future::join_all(members), coordinator);
+    lines.extend(coordinator);
     Ok(lines)
 }
 
@@ -146,108 +158,140 @@ fn unreachable_member(member: &Member, pid: Option<u32>, error: &str) -> Value {
     })
 }
 
+/// One member as people read it: what the table prints and the console
+/// shows, derived from the JSON lines in one place.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemberRow {
+    /// `catalog-0`.
+    pub name: String,
+    pub tier: String,
+    pub ordinal: Option<u64>,
+    /// Catalog and order: replicated, with a primary and replicas.
+    pub replicated: bool,
+    /// `primary` or `replica`; `None` for a member that does not answer or
+    /// is not replicated.
+    pub role: Option<&'static str>,
+    /// In words: `leading`, `following`, `catching up`, `joining`,
+    /// `fenced`, `shut down`, `serving` (the stateless services) or `down`
+    /// (no answer).
+    pub phase: String,
+    pub epoch: Option<u64>,
+    pub applied: Option<u64>,
+    /// How many writes it is behind its tier's primary.
+    pub lag: Option<u64>,
+    /// The coordinator's word; `None` when it cannot say.
+    pub in_sync: Option<bool>,
+    pub pid: Option<u64>,
+    pub healthy: bool,
+}
+
+/// The members' rows, in the order of the lines.
+pub fn member_rows(lines: &[Value]) -> Vec<MemberRow> {
+    let (coordinator, members) = split_lines(lines);
+    members
+        .iter()
+        .map(|line| member_row(line, &members, &coordinator))
+        .collect()
+}
+
+/// The coordinator's lines and the members' lines.
+fn split_lines(lines: &[Value]) -> (Vec<&Value>, Vec<&Value>) {
+    lines.iter().partition(|line| line["role"] == "coordinator")
+}
+
+fn member_row(line: &Value, members: &[&Value], coordinator: &[&Value]) -> MemberRow {
+    let tier = line["role"].as_str().unwrap_or("?").to_owned();
+    let ordinal = line["ordinal"].as_u64();
+    let healthy = line["healthy"] == true;
+    let replicated = matches!(tier.as_str(), "catalog" | "order");
+    let role = (replicated && healthy).then(|| {
+        if line["primary"] == true {
+            "primary"
+        } else {
+            "replica"
+        }
+    });
+    // A member that answers names its phase (a shut-down one answers too);
+    // one that does not answer is down.
+    let phase = match line["phase"].as_str() {
+        Some(phase) => phase.replace('_', " "),
+        None if healthy && !replicated => "serving".to_owned(),
+        None => "down".to_owned(),
+    };
+    MemberRow {
+        name: ordinal.map_or_else(|| tier.clone(), |o| format!("{tier}-{o}")),
+        replicated,
+        role,
+        phase,
+        epoch: line["epoch"].as_u64(),
+        applied: line["applied_index"].as_u64(),
+        lag: replicated.then(|| lag(line, members)).flatten(),
+        in_sync: replicated
+            .then(|| in_sync(&tier, ordinal, coordinator))
+            .flatten(),
+        pid: line["pid"].as_u64(),
+        healthy,
+        tier,
+        ordinal,
+    }
+}
+
+/// How many writes a member is behind its tier's primary.
+fn lag(line: &Value, members: &[&Value]) -> Option<u64> {
+    let primary = members
+        .iter()
+        .find(|m| m["role"] == line["role"] && m["primary"] == true && m["healthy"] == true)?;
+    let primary = primary["applied_index"].as_u64()?;
+    Some(primary.saturating_sub(line["applied_index"].as_u64()?))
+}
+
+/// Whether the coordinator counts a member in sync.
+fn in_sync(tier: &str, ordinal: Option<u64>, coordinator: &[&Value]) -> Option<bool> {
+    let listed = coordinator
+        .iter()
+        .find(|c| c["tier"] == tier)?
+        .get("in_sync")?
+        .as_array()?;
+    let ordinal = ordinal?;
+    Some(listed.iter().any(|o| o.as_u64() == Some(ordinal)))
+}
+
 /// The table `bookstore status` prints for people: one row per member (role,
 /// phase, epoch, applied index, lag behind its tier's primary, in sync, pid),
 /// then one line per tier from the coordinator. A pure function of the JSON
 /// lines, so what people read and what scripts read cannot disagree.
 pub fn render_table(lines: &[Value]) -> String {
-    let (coordinator, members): (Vec<&Value>, Vec<&Value>) =
-        lines.iter().partition(|line| line["role"] == "coordinator");
-    let mut rows = vec![Row::header()];
-    rows.extend(
-        members
-            .iter()
-            .map(|line| Row::of(line, &members, &coordinator)),
-    );
+    let header = [
+        "MEMBER", "ROLE", "PHASE", "EPOCH", "APPLIED", "LAG", "IN SYNC", "PID",
+    ];
+    let mut rows = vec![header.map(str::to_owned)];
+    rows.extend(member_rows(lines).iter().map(table_cells));
     let mut table = align(&rows);
-    for line in coordinator {
+    for line in split_lines(lines).0 {
         table.push_str(&coordinator_line(line));
         table.push('\n');
     }
     table
 }
 
-/// One row of the table, as text.
-struct Row([String; 8]);
-
-impl Row {
-    fn header() -> Self {
-        Self(
-            [
-                "MEMBER", "ROLE", "PHASE", "EPOCH", "APPLIED", "LAG", "IN SYNC", "PID",
-            ]
-            .map(str::to_owned),
-        )
-    }
-
-    fn of(line: &Value, members: &[&Value], coordinator: &[&Value]) -> Self {
-        let role = line["role"].as_str().unwrap_or("?");
-        let ordinal = line["ordinal"].as_u64();
-        let name = ordinal.map_or_else(|| role.to_owned(), |o| format!("{role}-{o}"));
-        let healthy = line["healthy"] == true;
-        let replicated = !line["phase"].is_null() || matches!(role, "catalog" | "order");
-        let dash = || "-".to_owned();
-        let number = |key: &str| line[key].as_u64().map_or_else(dash, |n| n.to_string());
-        let (member_role, phase, lag, in_sync) = if replicated {
-            let member_role = match (healthy, line["primary"] == true) {
-                (false, _) => dash(),
-                (true, true) => "primary".to_owned(),
-                (true, false) => "replica".to_owned(),
-            };
-            // A member that answers names its phase (a shut-down one
-            // answers too); one that does not answer is down.
-            let phase = match line["phase"].as_str() {
-                Some(phase) => phase.replace('_', " "),
-                None => "down".to_owned(),
-            };
-            (
-                member_role,
-                phase,
-                lag(line, members),
-                in_sync(role, ordinal, coordinator),
-            )
-        } else {
-            let phase = if healthy { "serving" } else { "down" };
-            (dash(), phase.to_owned(), dash(), dash())
-        };
-        Self([
-            name,
-            member_role,
-            phase,
-            number("epoch"),
-            number("applied_index"),
-            lag,
-            in_sync,
-            number("pid"),
-        ])
-    }
-}
-
-/// How many writes a member is behind its tier's primary.
-fn lag(line: &Value, members: &[&Value]) -> String {
-    let primary = members
-        .iter()
-        .find(|m| m["role"] == line["role"] && m["primary"] == true && m["healthy"] == true);
-    match (
-        primary.and_then(|p| p["applied_index"].as_u64()),
-        line["applied_index"].as_u64(),
-    ) {
-        (Some(primary), Some(member)) => primary.saturating_sub(member).to_string(),
-        _ => "-".to_owned(),
-    }
-}
-
-/// Whether the coordinator counts a member in sync ("?" when it cannot say).
-fn in_sync(role: &str, ordinal: Option<u64>, coordinator: &[&Value]) -> String {
-    let tier = coordinator.iter().find(|c| c["tier"] == role);
-    let listed = tier.and_then(|t| t["in_sync"].as_array());
-    match (listed, ordinal) {
-        (Some(listed), Some(ordinal)) => {
-            let yes = listed.iter().any(|o| o.as_u64() == Some(ordinal));
-            if yes { "yes" } else { "no" }.to_owned()
-        }
-        _ => "?".to_owned(),
-    }
+fn table_cells(row: &MemberRow) -> [String; 8] {
+    let text = |n: Option<u64>| n.map_or_else(|| "-".to_owned(), |n| n.to_string());
+    let in_sync = match (row.replicated, row.in_sync) {
+        (false, _) => "-",
+        (true, None) => "?",
+        (true, Some(true)) => "yes",
+        (true, Some(false)) => "no",
+    };
+    [
+        row.name.clone(),
+        row.role.unwrap_or("-").to_owned(),
+        row.phase.clone(),
+        text(row.epoch),
+        text(row.applied),
+        text(row.lag),
+        in_sync.to_owned(),
+        text(row.pid),
+    ]
 }
 
 /// `coordinator: catalog at epoch 7, primary catalog-0, in sync [0, 1]`.
@@ -281,17 +325,16 @@ fn coordinator_line(line: &Value) -> String {
 }
 
 /// The rows as columns padded to their widest cell.
-fn align(rows: &[Row]) -> String {
+fn align(rows: &[[String; 8]]) -> String {
     let mut widths = [0; 8];
     for row in rows {
-        for (width, cell) in widths.iter_mut().zip(&row.0) {
+        for (width, cell) in widths.iter_mut().zip(row) {
             *width = (*width).max(cell.len());
         }
     }
     let mut table = String::new();
     for row in rows {
         let cells: Vec<String> = row
-            .0
             .iter()
             .zip(widths)
             .map(|(cell, width)| format!("{cell:<width$}"))

@@ -12,23 +12,24 @@
 //! tick decides again); a conflicting save (another operator leader saved
 //! first) reloads the other's state.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use bookstore_core::ApiError;
-use bookstore_core::cluster::Role;
+use bookstore_core::cluster::{Ordinal, Role};
 use bookstore_core::metrics::Metrics;
 use bookstore_core::peer::PeerClient;
 use bookstore_core::token::{PeerToken, require_token};
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
+use serde::{Deserialize, Serialize};
 
 use crate::coordinator::durable::{DurableError, DurableState, DurableStore};
 use crate::coordinator::{AlterError, Coordinator, CoordinatorConfig, Published, TierStatus};
-use crate::topology::{AlterInSync, Heartbeat, Topology};
+use crate::topology::{AlterInSync, Epoch, Heartbeat, Topology};
 
 /// How long a topology push may take; a member that misses one learns the
 /// topology from its next heartbeat answer anyway.
@@ -36,6 +37,51 @@ const PUSH_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// Called with every topology change (the operator records Events).
 pub type ChangeHook = Arc<dyn Fn(&Published) + Send + Sync>;
+
+/// How many recent topology changes `GET /coordinator/history` keeps: enough
+/// for a console's timeline of a session of breaking things, bounded so a
+/// long-lived coordinator's memory is too.
+pub const HISTORY_LEN: usize = 200;
+
+/// One published topology change, as a timeline shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transition {
+    /// When it was published, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    pub tier: Role,
+    pub epoch: Epoch,
+    /// The primary before, when this change replaced it.
+    pub previous_primary: Option<Ordinal>,
+    pub primary: Option<Ordinal>,
+    pub in_sync: Vec<Ordinal>,
+    /// The primary was lost (not handed over).
+    pub failover: bool,
+    /// Why, as the coordinator detected it.
+    pub reason: String,
+}
+
+impl Transition {
+    fn of(change: &Published, at: SystemTime) -> Self {
+        let topology = &change.topology;
+        Self {
+            at_ms: at
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            tier: topology.tier,
+            epoch: topology.epoch,
+            previous_primary: change.previous_primary,
+            primary: topology.primary,
+            in_sync: topology
+                .members
+                .iter()
+                .filter(|m| m.in_sync)
+                .map(|m| m.ordinal)
+                .collect(),
+            failover: change.failover,
+            reason: change.reason.clone(),
+        }
+    }
+}
 
 /// The coordinator and where to push its topologies.
 #[derive(Clone)]
@@ -50,6 +96,8 @@ pub struct CoordinatorServer {
     metrics: CoordinatorMetrics,
     store: Arc<str>,
     on_change: Option<ChangeHook>,
+    /// The last [`HISTORY_LEN`] changes published, oldest first.
+    history: Arc<std::sync::Mutex<VecDeque<Transition>>>,
 }
 
 /// The coordinator's metrics, labelled by store and tier; one set serves
@@ -180,6 +228,7 @@ impl CoordinatorServer {
             metrics: coordinator_metrics,
             store: setup.store.into(),
             on_change: None,
+            history: Arc::new(std::sync::Mutex::new(VecDeque::with_capacity(HISTORY_LEN))),
         })
     }
 
@@ -268,6 +317,20 @@ impl CoordinatorServer {
             .topologies(Instant::now())
     }
 
+    /// The recent topology changes, oldest first.
+    pub fn history(&self) -> Vec<Transition> {
+        let history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        history.iter().cloned().collect()
+    }
+
+    fn remember(&self, change: &Published) {
+        let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+        if history.len() == HISTORY_LEN {
+            history.pop_front();
+        }
+        history.push_back(Transition::of(change, SystemTime::now()));
+    }
+
     /// What every tier is doing, and why it waits if it does.
     pub async fn status(&self) -> Vec<TierStatus> {
         self.guarded.lock().await.coordinator.status(Instant::now())
@@ -280,6 +343,7 @@ impl CoordinatorServer {
             .route("/coordinator/in-sync", post(alter_in_sync))
             .route("/coordinator/topology", get(topologies))
             .route("/coordinator/status", get(status))
+            .route("/coordinator/history", get(history))
             .with_state(self.clone())
             .layer(middleware::from_fn_with_state(token, require_token))
     }
@@ -385,6 +449,7 @@ impl CoordinatorServer {
                 .with_label_values(&[store, tier])
                 .observe(silent_for.as_secs_f64());
         }
+        self.remember(&change);
         if let Some(hook) = &self.on_change {
             hook(&change);
         }
@@ -436,4 +501,8 @@ async fn topologies(State(server): State<CoordinatorServer>) -> Json<Vec<Topolog
 
 async fn status(State(server): State<CoordinatorServer>) -> Json<Vec<TierStatus>> {
     Json(server.status().await)
+}
+
+async fn history(State(server): State<CoordinatorServer>) -> Json<Vec<Transition>> {
+    Json(server.history())
 }
