@@ -13,7 +13,7 @@ pub mod load;
 pub mod store;
 
 pub use load::{
-    BuyLoad, Ledger, LoadPlan, check_every_order_is_readable,
+    BuyLoad, BuyOutcome, Ledger, LoadPlan, buy_until_definite, check_every_order_is_readable,
     check_retries_answer_their_first_order, check_stock_matches_successes,
 };
 

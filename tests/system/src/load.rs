@@ -90,6 +90,33 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// Records the outcome of the buy of `item` under `request_id`, sent at
+    /// `sent`.
+    pub fn record(&mut self, item: u64, request_id: &str, sent: Instant, outcome: &BuyOutcome) {
+        if outcome.retried {
+            self.retried += 1;
+        }
+        self.unavailable_answers += outcome.unavailable_answers;
+        self.other_server_errors
+            .extend(outcome.other_server_errors.iter().cloned());
+        let Some(answer) = &outcome.answer else {
+            self.unresolved += 1;
+            self.unresolved_answers
+                .push(format!("{request_id}: {}", outcome.last_error));
+            return;
+        };
+        if answer["result"] == "Failed" {
+            self.failed += 1;
+            return;
+        }
+        let order = answer["order_number"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("buy {request_id}: no order number in {answer}"));
+        self.successes.push((item, order));
+        self.success_times.push((sent, Instant::now()));
+        self.success_requests.push(request_id.to_owned());
+    }
+
     /// Adds the answers of a later load to this one's.
     pub fn absorb(&mut self, later: Ledger) {
         self.successes.extend(later.successes);
@@ -185,6 +212,20 @@ impl BuyLoad {
         }
     }
 
+    /// How many successful buys were answered after `since`.
+    pub fn successes_since(&self, since: Instant) -> usize {
+        lock(&self.ledger)
+            .success_times
+            .iter()
+            .filter(|(_, answered)| *answered >= since)
+            .count()
+    }
+
+    /// How many JSON 503 answers the load has had so far.
+    pub fn unavailable_answers(&self) -> u64 {
+        lock(&self.ledger).unavailable_answers
+    }
+
     /// The longest time between two successful answers (or from `since` to
     /// the first) among buys answered after `since`: how long buyers saw the
     /// store unable to sell around a crash.
@@ -203,11 +244,6 @@ impl BuyLoad {
             previous = answer;
         }
         longest
-    }
-
-    /// How many JSON 503 answers the load has had so far.
-    pub fn unavailable_answers(&self) -> u64 {
-        lock(&self.ledger).unavailable_answers
     }
 
     /// Lets the load stop once it made its minimum, waits for it, and returns
@@ -239,90 +275,97 @@ impl Buyer {
     async fn buy_until_answered(&self, n: u64) {
         let item = fastrand::u64(self.plan.item_numbers());
         let request_id = format!("{}-{}-{n}", self.plan.request_prefix, self.id);
-        let url = format!(
-            "{}/buy?item_number={item}&request_id={request_id}",
-            self.frontend
-        );
         let sent = Instant::now();
-        let mut retried = false;
-        let mut last_answer = String::new();
-        while sent.elapsed() < self.plan.buy_deadline {
-            let body = match self.http.get(&url).send().await {
-                Ok(response) if response.status().is_success() => {
-                    response.json::<Value>().await.ok()
-                }
-                Ok(response) if response.status().is_client_error() => {
-                    panic!("buy {request_id} answered {}", response.status())
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let text = response.text().await.unwrap_or_default();
-                    self.record_server_error(status.as_u16(), &text);
-                    last_answer = format!("{status}: {text}");
-                    None
-                }
-                Err(error) => {
-                    last_answer = format!("{error:?}");
-                    None
-                }
-            };
-            if self.record(item, sent, body.as_ref(), &request_id, &mut retried) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let mut ledger = lock(&self.ledger);
-        ledger.unresolved += 1;
-        ledger
-            .unresolved_answers
-            .push(format!("{request_id}: {last_answer}"));
+        let outcome = buy_until_definite(
+            &self.http,
+            &self.frontend,
+            item,
+            &request_id,
+            self.plan.buy_deadline,
+        )
+        .await;
+        lock(&self.ledger).record(item, &request_id, sent, &outcome);
     }
+}
 
-    /// Sorts a 5xx answer: a JSON 503, or anything else.
-    fn record_server_error(&self, status: u16, body: &str) {
-        let json_error = serde_json::from_str::<Value>(body)
-            .is_ok_and(|b| b["error"]["code"].is_string() && b["error"]["message"].is_string());
-        let mut ledger = lock(&self.ledger);
-        if status == 503 && json_error {
-            ledger.unavailable_answers += 1;
-        } else {
-            ledger.other_server_errors.push(format!("{status}: {body}"));
-        }
-    }
+/// How one buy ended after its retries.
+#[derive(Debug, Clone, Default)]
+pub struct BuyOutcome {
+    /// The definite answer (`{"result": "Success", "order_number": N}` or
+    /// `{"result": "Failed"}`), or `None` if none came within the deadline.
+    pub answer: Option<Value>,
+    /// It got a 5xx or no answer at least once.
+    pub retried: bool,
+    /// The last answer that was not definite (or the error), to say why.
+    pub last_error: String,
+    /// 503 answers with the store's JSON error body.
+    pub unavailable_answers: u64,
+    /// Every other 5xx answer, as `status: body`.
+    pub other_server_errors: Vec<String>,
+}
 
-    /// Records a definite answer (true), or a first retry (false).
-    fn record(
-        &self,
-        item: u64,
-        sent: Instant,
-        body: Option<&Value>,
-        request_id: &str,
-        retried: &mut bool,
-    ) -> bool {
-        let mut ledger = lock(&self.ledger);
-        match body.and_then(|b| b["result"].as_str()) {
-            Some("Success") => {
-                let order = body.and_then(|b| b["order_number"].as_u64());
-                let order = order
-                    .unwrap_or_else(|| panic!("buy {request_id}: no order number in {body:?}"));
-                ledger.successes.push((item, order));
-                ledger.success_times.push((sent, Instant::now()));
-                ledger.success_requests.push(request_id.to_owned());
-                true
-            }
-            Some("Failed") => {
-                ledger.failed += 1;
-                true
-            }
-            _ => {
-                if !*retried {
-                    ledger.retried += 1;
-                    *retried = true;
-                }
-                false
-            }
-        }
+impl BuyOutcome {
+    /// The outcome of an answer that is already definite, if `body` is one.
+    pub fn definite(body: &Value) -> Option<Self> {
+        matches!(body["result"].as_str(), Some("Success" | "Failed")).then(|| Self {
+            answer: Some(body.clone()),
+            ..Self::default()
+        })
     }
+}
+
+/// Buys `item` under `request_id` through `frontend`, retrying with the same
+/// request id through 5xx answers and lost connections until the answer is
+/// definite or `deadline` has passed. A 4xx is a bug in the test: it panics.
+pub async fn buy_until_definite(
+    http: &reqwest::Client,
+    frontend: &str,
+    item: u64,
+    request_id: &str,
+    deadline: Duration,
+) -> BuyOutcome {
+    let url = format!("{frontend}/buy?item_number={item}&request_id={request_id}");
+    let sent = Instant::now();
+    let mut outcome = BuyOutcome::default();
+    while sent.elapsed() < deadline {
+        match http.get(&url).send().await {
+            Ok(response) if response.status().is_success() => {
+                let body = response.json::<Value>().await.unwrap_or_default();
+                if let Some(definite) = BuyOutcome::definite(&body) {
+                    return BuyOutcome {
+                        answer: definite.answer,
+                        ..outcome
+                    };
+                }
+                outcome.last_error = format!("not a definite answer: {body}");
+            }
+            Ok(response) if response.status().is_client_error() => {
+                panic!("buy {request_id} answered {}", response.status())
+            }
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let text = response.text().await.unwrap_or_default();
+                if status == 503 && is_json_error(&text) {
+                    outcome.unavailable_answers += 1;
+                } else {
+                    outcome
+                        .other_server_errors
+                        .push(format!("{status}: {text}"));
+                }
+                outcome.last_error = format!("{status}: {text}");
+            }
+            Err(error) => outcome.last_error = format!("{error:?}"),
+        }
+        outcome.retried = true;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    outcome
+}
+
+/// Whether `body` is the store's JSON error (`{"error": {"code", "message"}}`).
+fn is_json_error(body: &str) -> bool {
+    serde_json::from_str::<Value>(body)
+        .is_ok_and(|b| b["error"]["code"].is_string() && b["error"]["message"].is_string())
 }
 
 /// No item sold more than its stock, and for every item the stock taken

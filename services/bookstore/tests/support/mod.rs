@@ -1,12 +1,18 @@
 //! Helpers shared by the system tests: free loopback ports, cluster files,
-//! a `bookstore up` run as real processes, and small HTTP helpers.
+//! a `bookstore up` run as real processes, small HTTP helpers, and the
+//! store's invariants checked against a buy load's ledger.
 #![allow(dead_code)] // each test file uses a different part
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore_core::cluster::{ClusterConfig, Member, Role};
+use bookstore_system_tests::{
+    Ledger, LoadPlan, check_every_order_is_readable, check_retries_answer_their_first_order,
+    check_stock_matches_successes,
+};
 use serde_json::Value;
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -167,12 +173,23 @@ impl UpProcess {
     /// True when every member is healthy and each replicated tier has one
     /// primary and identical applied index and digest on every member.
     pub fn settled(&self) -> bool {
-        let status = self.member_status();
+        self.settled_except(None)
+    }
+
+    /// [`Self::settled`] for every member but `absent` (one that is paused
+    /// or cut off): the others healthy, one primary per tier, and the same
+    /// applied index and digest on every other member of a tier.
+    pub fn settled_except(&self, absent: Option<&str>) -> bool {
+        let status: Vec<Value> = self
+            .member_status()
+            .into_iter()
+            .filter(|s| absent != Some(status_name(s).as_str()))
+            .collect();
         let expected = self
             .cluster
             .members
             .iter()
-            .filter(|m| m.role != Role::Coordinator)
+            .filter(|m| m.role != Role::Coordinator && absent != Some(m.name().as_str()))
             .count();
         if status.len() != expected || status.iter().any(|s| s["healthy"] != true) {
             return false;
@@ -211,15 +228,21 @@ impl UpProcess {
 
     /// Waits until [`Self::settled`], panicking with the last status after `limit`.
     pub fn wait_until_settled(&self, limit: Duration) {
+        self.wait_until_settled_except(None, limit);
+    }
+
+    /// Waits until [`Self::settled_except`], panicking with the last status
+    /// after `limit`.
+    pub fn wait_until_settled_except(&self, absent: Option<&str>, limit: Duration) {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
-            if self.settled() {
+            if self.settled_except(absent) {
                 return;
             }
             std::thread::sleep(Duration::from_millis(200));
         }
         panic!(
-            "the store did not settle in {limit:?}: {:#?}",
+            "the store (but {absent:?}) did not settle in {limit:?}: {:#?}",
             self.status()
         );
     }
@@ -236,7 +259,7 @@ impl UpProcess {
         self.tier_status(tier)
             .into_iter()
             .find(|s| s["primary"] == true)
-            .map(|s| format!("{tier}-{}", s["ordinal"]))
+            .map(|s| status_name(&s))
     }
 
     /// Stops `up` with SIGTERM, as Ctrl-C would, and waits for it to exit.
@@ -244,14 +267,19 @@ impl UpProcess {
         drop(self);
     }
 
+    /// The store's peer token (`DATA_DIR/peer-token`).
+    pub fn peer_token(&self) -> String {
+        let token = std::fs::read_to_string(self.data_dir.join("peer-token")).expect("peer token");
+        token.trim().to_owned()
+    }
+
     /// POSTs to a member's peer API (`/peer/shutdown`, `/peer/recover`)
     /// with the store's peer token.
     pub fn peer_post(&self, role: Role, ordinal: u32, path: &str) {
         let member = self.cluster.member(role, ordinal).expect("a member");
-        let token = std::fs::read_to_string(self.data_dir.join("peer-token")).expect("peer token");
         let response = reqwest::blocking::Client::new()
             .post(format!("{}{path}", member.peer_url()))
-            .header(bookstore_core::token::TOKEN_HEADER, token.trim())
+            .header(bookstore_core::token::TOKEN_HEADER, self.peer_token())
             .send()
             .unwrap_or_else(|error| panic!("POST {path} to {role}-{ordinal}: {error}"));
         assert!(
@@ -263,17 +291,42 @@ impl UpProcess {
 
     /// SIGKILLs a child; returns its pid.
     pub fn kill9(&self, name: &str) -> u32 {
+        self.signal(name, "KILL")
+    }
+
+    /// SIGSTOPs a child (it freezes: its sockets still accept, nothing
+    /// answers); returns its pid.
+    pub fn pause(&self, name: &str) -> u32 {
+        self.signal(name, "STOP")
+    }
+
+    /// SIGCONTs a paused child: it carries on as if no time had passed.
+    pub fn resume(&self, name: &str) -> u32 {
+        self.signal(name, "CONT")
+    }
+
+    /// Sends `signal` (`KILL`, `STOP`, ...) to a child; returns its pid.
+    fn signal(&self, name: &str, signal: &str) -> u32 {
         let pid = self
             .pid(name)
             .unwrap_or_else(|| panic!("no pid for {name}"));
         let status = Command::new("kill")
-            .arg("-9")
+            .arg(format!("-{signal}"))
             .arg(pid.to_string())
             .status()
             .expect("kill");
-        assert!(status.success(), "kill -9 {pid} failed");
+        assert!(status.success(), "kill -{signal} {pid} failed");
         pid
     }
+}
+
+/// The member name (`catalog-0`) of a `bookstore status` line.
+pub fn status_name(status: &Value) -> String {
+    format!(
+        "{}-{}",
+        status["role"].as_str().unwrap_or_default(),
+        status["ordinal"]
+    )
 }
 
 impl Drop for UpProcess {
@@ -304,4 +357,51 @@ pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> Resul
         std::thread::sleep(Duration::from_millis(200));
     }
     Err(())
+}
+
+/// Runs `work` on `up` on the blocking pool (`bookstore status` and the
+/// signals are blocking calls) and waits for it.
+pub async fn on_blocking<T: Send + 'static>(
+    up: &Arc<UpProcess>,
+    work: impl FnOnce(&UpProcess) -> T + Send + 'static,
+) -> T {
+    let up = up.clone();
+    tokio::task::spawn_blocking(move || work(&up))
+        .await
+        .expect("a blocking task")
+}
+
+/// Every how many acknowledged buys one is retried with its request id.
+pub const RETRY_SAMPLE_STEP: usize = 7;
+
+/// The chaos tests' checks of a finished load: the store settles (every
+/// member but `absent` healthy, one primary per tier, every member of a tier
+/// identical), every buy got a definite answer, no item was oversold and the
+/// stock taken equals the successful buys (`plan` holds the initial stock),
+/// every acknowledged order reads back and no two share a number, and a
+/// retried request id answers its first order and takes no stock.
+pub async fn check_invariants(
+    up: &Arc<UpProcess>,
+    plan: &LoadPlan,
+    ledger: &Ledger,
+    absent: Option<&str>,
+) {
+    let absent_name = absent.map(str::to_owned);
+    on_blocking(up, move |up| {
+        up.wait_until_settled_except(absent_name.as_deref(), Duration::from_secs(60))
+    })
+    .await;
+    println!("load: {}", ledger.summary());
+    assert_eq!(
+        ledger.unresolved, 0,
+        "every buy got a definite answer: {:#?}",
+        ledger.unresolved_answers
+    );
+    check_stock_matches_successes(&up.frontend(), plan, ledger).await;
+    check_every_order_is_readable(&up.frontend(), ledger).await;
+    check_retries_answer_their_first_order(&up.frontend(), ledger, RETRY_SAMPLE_STEP).await;
+    // The retries took no stock.
+    check_stock_matches_successes(&up.frontend(), plan, ledger).await;
+    let absent_name = absent.map(str::to_owned);
+    assert!(on_blocking(up, move |up| up.settled_except(absent_name.as_deref())).await);
 }
