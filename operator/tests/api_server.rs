@@ -12,7 +12,6 @@
 
 mod support;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,12 +22,15 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::{NamespaceResourceScope, Resource as _};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use support::members::{CoordinatorEndpoint, SimulatedMember};
-use support::{Cluster, Mode, OperatorProcess, eventually, install_crd, namespace, set_ready};
+use support::members::Members;
+use support::{
+    Cluster, Mode, OperatorProcess, create_store, eventually, every_pod_ready, install_crd,
+    namespace, set_ready, tier,
+};
 
 const STORE: &str = "shop";
 const WAIT: Duration = Duration::from_secs(60);
@@ -40,11 +42,7 @@ async fn the_operator_runs_a_store_on_a_real_api_server() {
     let client = cluster.client().await;
     install_crd(&client).await;
     let ns = namespace(&client, "operator").await;
-    let mut leader = OperatorProcess::start(&cluster, &ns, "first");
-    eventually("the first operator leads", WAIT, || async {
-        leader.is_leading().await.then_some(())
-    })
-    .await;
+    let mut leader = OperatorProcess::start_leading(&cluster, &ns, "first").await;
     let standby = OperatorProcess::start(&cluster, &ns, "second");
 
     let stores = Api::<BookStore>::namespaced(client.clone(), &ns);
@@ -61,28 +59,9 @@ async fn the_operator_runs_a_store_on_a_real_api_server() {
     // coordinator in the operator picks ordinal 0 of each tier.
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let token = store::peer_token(&client, &ns, STORE, WAIT).await;
-    let endpoint = Arc::new(RwLock::new(format!(
-        "{}/stores/{ns}/{STORE}",
-        leader.coordinator_url
-    )));
-    let mut members = Members::start(endpoint.clone(), token);
-    for tier in ["catalog", "order"] {
-        for ordinal in [0, 1] {
-            let name = format!("{STORE}-{tier}-{ordinal}");
-            eventually(&format!("{name} exists"), WAIT, || async {
-                pods.get_opt(&name).await.ok()?
-            })
-            .await;
-            set_ready(&pods, &name, true).await;
-        }
-    }
-    for tier in ["frontend", "cache"] {
-        let pod = eventually(&format!("a {tier} pod exists"), WAIT, || {
-            tier_pod(&pods, tier)
-        })
-        .await;
-        set_ready(&pods, &pod.name_any(), true).await;
-    }
+    let endpoint = Arc::new(RwLock::new(leader.store_url(&ns, STORE)));
+    let mut members = Members::start(endpoint.clone(), token, HEARTBEAT);
+    every_pod_ready(&pods, STORE).await;
     let ready = wait_status(&stores, "the store is Ready with primaries 0", |s| {
         condition(s, "Ready") == Some("True")
             && tier(s, Role::Catalog).0 == Some(0)
@@ -225,8 +204,7 @@ async fn the_operator_runs_a_store_on_a_real_api_server() {
         "the standby must not act while the leader holds the Lease"
     );
     leader.kill();
-    *endpoint.write().unwrap_or_else(|p| p.into_inner()) =
-        format!("{}/stores/{ns}/{STORE}", standby.coordinator_url);
+    *endpoint.write().unwrap_or_else(|p| p.into_inner()) = standby.store_url(&ns, STORE);
     eventually(
         "the standby takes the Lease",
         Duration::from_secs(45),
@@ -256,39 +234,6 @@ async fn the_operator_runs_a_store_on_a_real_api_server() {
         .await;
 }
 
-async fn create_store(stores: &Api<BookStore>, name: &str, spec: serde_json::Value) -> BookStore {
-    let store: BookStore = serde_json::from_value(json!({
-        "apiVersion": "mybookstore.dev/v1alpha1",
-        "kind": "BookStore",
-        "metadata": {"name": name},
-        "spec": spec,
-    }))
-    .expect("a BookStore");
-    stores
-        .create(&PostParams::default(), &store)
-        .await
-        .expect("the API server accepts the BookStore")
-}
-
-async fn tier_pod(pods: &Api<Pod>, tier: &str) -> Option<Pod> {
-    let selector = format!("app.kubernetes.io/instance={STORE},app.kubernetes.io/component={tier}");
-    pods.list(&ListParams::default().labels(&selector))
-        .await
-        .ok()?
-        .items
-        .into_iter()
-        .next()
-}
-
-/// A tier's primary and epoch.
-fn tier(status: &BookStoreStatus, role: Role) -> (Option<u32>, u64) {
-    let tier = match role {
-        Role::Catalog => status.catalog.as_ref(),
-        _ => status.order.as_ref(),
-    };
-    tier.map_or((None, 0), |t| (t.primary, t.epoch))
-}
-
 async fn wait_status(
     stores: &Api<BookStore>,
     what: &str,
@@ -303,47 +248,6 @@ async fn wait_role(pods: &Api<Pod>, name: &str, role: &str) {
         (pod.labels().get("mybookstore.dev/role").map(String::as_str) == Some(role)).then_some(())
     })
     .await;
-}
-
-/// The members of both replicated tiers, played by the test.
-struct Members {
-    endpoint: Arc<RwLock<String>>,
-    token: String,
-    running: BTreeMap<(Role, u32), SimulatedMember>,
-}
-
-impl Members {
-    fn start(endpoint: Arc<RwLock<String>>, token: String) -> Self {
-        let mut members = Self {
-            endpoint,
-            token,
-            running: BTreeMap::new(),
-        };
-        for role in [Role::Catalog, Role::Order] {
-            for ordinal in [0, 1] {
-                members.start_member(role, ordinal);
-            }
-        }
-        members
-    }
-
-    fn start_member(&mut self, role: Role, ordinal: u32) {
-        let endpoint = CoordinatorEndpoint {
-            base: self.endpoint.clone(),
-            token: self.token.clone(),
-            interval: HEARTBEAT,
-        };
-        self.running.insert(
-            (role, ordinal),
-            SimulatedMember::start(endpoint, role, ordinal),
-        );
-    }
-
-    fn crash(&mut self, role: Role, ordinal: u32) {
-        if let Some(member) = self.running.remove(&(role, ordinal)) {
-            member.crash();
-        }
-    }
 }
 
 /// Every object the operator creates for the store.

@@ -13,11 +13,11 @@ use bookstore_operator::crd::BookStore;
 use bookstore_system_tests::store;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::PostParams;
-use kube::{Api, Client};
+use kube::Api;
 use serde_json::json;
 use support::{
-    Cluster, Mode, OperatorProcess, eventually, install_crd, kubectl, namespace, repo_root,
+    Cluster, Mode, OperatorProcess, create_store, eventually, install_crd, kubectl, namespace,
+    repo_root,
 };
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -60,7 +60,12 @@ async fn a_namespace_scoped_operator_leaves_other_namespaces_alone() {
 
     // A store outside the list exists before the operator starts: its first
     // list would have brought it in, were it watched.
-    create_store(&client, &outside, "elsewhere").await;
+    create_store(
+        &Api::namespaced(client.clone(), &outside),
+        "elsewhere",
+        json!({}),
+    )
+    .await;
     let operator = OperatorProcess::start_with(
         &kubeconfig,
         &operator_ns,
@@ -72,7 +77,7 @@ async fn a_namespace_scoped_operator_leaves_other_namespaces_alone() {
     })
     .await;
     for ns in &watched {
-        create_store(&client, ns, "shop").await;
+        create_store(&Api::namespaced(client.clone(), ns), "shop", json!({})).await;
     }
 
     // The watched stores are run with the Roles alone: objects applied,
@@ -130,20 +135,6 @@ async fn a_namespace_scoped_operator_leaves_other_namespaces_alone() {
     for ns in watched.iter().chain([&outside, &operator_ns]) {
         let _ = kubectl(&cluster, &["delete", "namespace", ns, "--wait=false"]);
     }
-}
-
-async fn create_store(client: &Client, ns: &str, name: &str) {
-    let store: BookStore = serde_json::from_value(json!({
-        "apiVersion": "mybookstore.dev/v1alpha1",
-        "kind": "BookStore",
-        "metadata": {"name": name},
-        "spec": {},
-    }))
-    .expect("a BookStore");
-    Api::<BookStore>::namespaced(client.clone(), ns)
-        .create(&PostParams::default(), &store)
-        .await
-        .expect("the API server accepts the BookStore");
 }
 
 /// A kubeconfig that authenticates as the chart's ServiceAccount, with a

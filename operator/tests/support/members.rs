@@ -3,8 +3,9 @@
 //! follows the topologies it gets back, and, as primary, admits live
 //! learners to the in-sync set as a primary does after their resync.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bookstore_core::cluster::Role;
@@ -21,25 +22,55 @@ pub struct CoordinatorEndpoint {
     pub interval: Duration,
 }
 
+/// What a member's database holds, as its heartbeats report it: the epoch
+/// of the primary whose writes it holds and how many it has applied.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Data {
+    pub epoch: u64,
+    pub applied: u64,
+}
+
+/// One `(epoch, primary)` a member was told, in the order it was told.
+pub type Told = (u64, Option<u32>);
+
 /// One running member; dropping it (or [`SimulatedMember::crash`]) stops it.
 pub struct SimulatedMember {
     stop: Arc<AtomicBool>,
     task: JoinHandle<()>,
+    told: Arc<Mutex<Vec<Told>>>,
 }
 
 impl SimulatedMember {
-    /// Starts a member process: a fresh incarnation, joining.
+    /// Starts a member process: a fresh incarnation, joining, with an empty
+    /// database.
     pub fn start(endpoint: CoordinatorEndpoint, tier: Role, ordinal: u32) -> Self {
+        Self::start_holding(endpoint, tier, ordinal, Data::default())
+    }
+
+    /// Starts a member process whose database holds `data`.
+    pub fn start_holding(
+        endpoint: CoordinatorEndpoint,
+        tier: Role,
+        ordinal: u32,
+        data: Data,
+    ) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let told = Arc::new(Mutex::new(Vec::new()));
         let state = MemberState {
             tier,
             ordinal,
             incarnation: fastrand::u64(1..),
             phase: Phase::Joining,
             epoch: 0,
+            data,
         };
-        let task = tokio::spawn(run(endpoint, state, stop.clone()));
-        Self { stop, task }
+        let task = tokio::spawn(run(endpoint, state, stop.clone(), told.clone()));
+        Self { stop, task, told }
+    }
+
+    /// Every change of epoch or primary this member was told, in order.
+    pub fn told(&self) -> Vec<Told> {
+        self.told.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Stops heartbeating at once, as a killed process does.
@@ -62,12 +93,19 @@ struct MemberState {
     incarnation: u64,
     phase: Phase,
     epoch: u64,
+    data: Data,
 }
 
-async fn run(endpoint: CoordinatorEndpoint, mut state: MemberState, stop: Arc<AtomicBool>) {
+async fn run(
+    endpoint: CoordinatorEndpoint,
+    mut state: MemberState,
+    stop: Arc<AtomicBool>,
+    told: Arc<Mutex<Vec<Told>>>,
+) {
     let client = reqwest::Client::new();
     while !stop.load(Ordering::Relaxed) {
         if let Some(topology) = heartbeat(&client, &endpoint, &state).await {
+            remember(&told, &topology);
             follow(&mut state, &topology);
             if state.phase == Phase::Leading {
                 admit_learners(&client, &endpoint, &state, &topology).await;
@@ -99,8 +137,8 @@ async fn heartbeat(
         public: "127.0.0.1:9".to_owned(),
         phase: state.phase,
         epoch: state.epoch,
-        applied: 0,
-        data_epoch: state.epoch,
+        applied: state.data.applied,
+        data_epoch: state.data.epoch,
     };
     let response = client
         .post(endpoint.url("heartbeat"))
@@ -112,7 +150,17 @@ async fn heartbeat(
     response.error_for_status().ok()?.json().await.ok()
 }
 
-/// Takes the role the topology gives this member.
+/// Records `topology` if it changes the epoch or the primary.
+fn remember(told: &Mutex<Vec<Told>>, topology: &Topology) {
+    let mut told = told.lock().unwrap_or_else(|p| p.into_inner());
+    let now = (topology.epoch, topology.primary);
+    if told.last() != Some(&now) {
+        told.push(now);
+    }
+}
+
+/// Takes the role the topology gives this member. In sync, its database
+/// holds the writes of this epoch's primary.
 fn follow(state: &mut MemberState, topology: &Topology) {
     if topology.epoch < state.epoch {
         return;
@@ -127,6 +175,9 @@ fn follow(state: &mut MemberState, topology: &Topology) {
         (false, true) => Phase::Following,
         _ => Phase::CatchingUp,
     };
+    if in_sync {
+        state.data.epoch = topology.epoch;
+    }
 }
 
 /// As primary: every live member outside the in-sync set has "resynced".
@@ -157,4 +208,64 @@ async fn admit_learners(
         .json(&request)
         .send()
         .await;
+}
+
+/// The members of both replicated tiers (two each), played by the test.
+pub struct Members {
+    endpoint: Arc<RwLock<String>>,
+    token: String,
+    interval: Duration,
+    running: BTreeMap<(Role, u32), SimulatedMember>,
+}
+
+impl Members {
+    /// Starts ordinals 0 and 1 of both tiers, heartbeating every `interval`.
+    pub fn start(endpoint: Arc<RwLock<String>>, token: String, interval: Duration) -> Self {
+        let mut members = Self {
+            endpoint,
+            token,
+            interval,
+            running: BTreeMap::new(),
+        };
+        for role in [Role::Catalog, Role::Order] {
+            for ordinal in [0, 1] {
+                members.start_member(role, ordinal);
+            }
+        }
+        members
+    }
+
+    /// Starts (or restarts, as a new incarnation) a member with an empty
+    /// database.
+    pub fn start_member(&mut self, role: Role, ordinal: u32) {
+        self.start_holding(role, ordinal, Data::default());
+    }
+
+    /// Starts (or restarts, as a new incarnation) a member whose database
+    /// holds `data`.
+    pub fn start_holding(&mut self, role: Role, ordinal: u32, data: Data) {
+        let endpoint = CoordinatorEndpoint {
+            base: self.endpoint.clone(),
+            token: self.token.clone(),
+            interval: self.interval,
+        };
+        let member = SimulatedMember::start_holding(endpoint, role, ordinal, data);
+        if let Some(old) = self.running.insert((role, ordinal), member) {
+            old.crash();
+        }
+    }
+
+    pub fn crash(&mut self, role: Role, ordinal: u32) {
+        if let Some(member) = self.running.remove(&(role, ordinal)) {
+            member.crash();
+        }
+    }
+
+    /// What a running member was told; empty for one not running.
+    pub fn told(&self, role: Role, ordinal: u32) -> Vec<Told> {
+        self.running
+            .get(&(role, ordinal))
+            .map(SimulatedMember::told)
+            .unwrap_or_default()
+    }
 }

@@ -19,9 +19,11 @@ use std::time::Duration;
 pub use bookstore_system_tests::cluster::{Cluster, Mode, repo_root};
 pub use bookstore_system_tests::{eventually, free_port};
 
+use bookstore_core::cluster::Role;
+use bookstore_operator::crd::{BookStore, BookStoreStatus};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
@@ -106,9 +108,40 @@ impl OperatorProcess {
 
     /// With `kubeconfig`'s identity and more `args` to `run`.
     pub fn start_with(kubeconfig: &Path, namespace: &str, identity: &str, args: &[&str]) -> Self {
+        Self::start_behind(kubeconfig, namespace, identity, args, None)
+    }
+
+    /// As the cluster's admin, every namespace, telling the pods it makes
+    /// that the operator is at `service_url`: several processes started so
+    /// are replicas behind one Service, so a new leader renders the same pod
+    /// templates as the old one (each process's own URL would roll every
+    /// StatefulSet when leadership moves).
+    pub fn start_as_replica(
+        cluster: &Cluster,
+        namespace: &str,
+        identity: &str,
+        service_url: &str,
+    ) -> Self {
+        Self::start_behind(
+            &cluster.kubeconfig,
+            namespace,
+            identity,
+            &[],
+            Some(service_url),
+        )
+    }
+
+    fn start_behind(
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        args: &[&str],
+        service_url: Option<&str>,
+    ) -> Self {
         let metrics_port = free_port();
         let coordinator_port = free_port();
         let coordinator_url = format!("http://127.0.0.1:{coordinator_port}");
+        let operator_url = service_url.unwrap_or(&coordinator_url);
         let log_path = std::env::temp_dir().join(format!("bookstore-operator-{identity}.log"));
         let log = std::fs::File::create(&log_path).expect("a log file");
         let child = Command::new(env!("CARGO_BIN_EXE_bookstore-operator"))
@@ -118,7 +151,7 @@ impl OperatorProcess {
                 "--coordinator-addr",
                 &format!("127.0.0.1:{coordinator_port}"),
             ])
-            .args(["--operator-url", &coordinator_url])
+            .args(["--operator-url", operator_url])
             .args(["--namespace", namespace, "--identity", identity])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
@@ -133,6 +166,31 @@ impl OperatorProcess {
             coordinator_url,
             log: log_path,
         }
+    }
+
+    /// Starts one as the cluster's admin and waits until it holds the Lease.
+    pub async fn start_leading(cluster: &Cluster, namespace: &str, identity: &str) -> Self {
+        Self::start(cluster, namespace, identity)
+            .until_leading()
+            .await
+    }
+
+    /// Waits (at most 60 s) until this process holds the Lease.
+    pub async fn until_leading(self) -> Self {
+        let operator = self;
+        eventually(
+            &format!("the operator logging to {} leads", operator.log.display()),
+            Duration::from_secs(60),
+            || async { operator.is_leading().await.then_some(()) },
+        )
+        .await;
+        operator
+    }
+
+    /// `http://…/stores/{namespace}/{store}`: where members reach this
+    /// operator's coordinator for one store.
+    pub fn store_url(&self, namespace: &str, store: &str) -> String {
+        format!("{}/stores/{namespace}/{store}", self.coordinator_url)
     }
 
     /// `/readyz` answers 200 only while this process leads.
@@ -161,5 +219,67 @@ impl OperatorProcess {
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Creates a BookStore named `name` with `spec`, as `kubectl create` would.
+pub async fn create_store(
+    stores: &Api<BookStore>,
+    name: &str,
+    spec: serde_json::Value,
+) -> BookStore {
+    let store: BookStore = serde_json::from_value(json!({
+        "apiVersion": "mybookstore.dev/v1alpha1",
+        "kind": "BookStore",
+        "metadata": {"name": name},
+        "spec": spec,
+    }))
+    .expect("a BookStore");
+    stores
+        .create(&PostParams::default(), &store)
+        .await
+        .expect("the API server accepts the BookStore")
+}
+
+/// One pod of a store's Deployment tier (frontend or cache).
+pub async fn tier_pod(pods: &Api<Pod>, store: &str, tier: &str) -> Option<Pod> {
+    let selector = format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={tier}");
+    pods.list(&ListParams::default().labels(&selector))
+        .await
+        .ok()?
+        .items
+        .into_iter()
+        .next()
+}
+
+/// A replicated tier's primary and epoch, as the store's status shows them.
+pub fn tier(status: &BookStoreStatus, role: Role) -> (Option<u32>, u64) {
+    let tier = match role {
+        Role::Catalog => status.catalog.as_ref(),
+        _ => status.order.as_ref(),
+    };
+    tier.map_or((None, 0), |t| (t.primary, t.epoch))
+}
+
+/// Plays the kubelet for every pod of a store of two catalog and two order
+/// members: each is Ready once it exists.
+pub async fn every_pod_ready(pods: &Api<Pod>, store: &str) {
+    let wait = Duration::from_secs(60);
+    for tier in ["catalog", "order"] {
+        for ordinal in [0, 1] {
+            let name = format!("{store}-{tier}-{ordinal}");
+            eventually(&format!("{name} exists"), wait, || async {
+                pods.get_opt(&name).await.ok()?
+            })
+            .await;
+            set_ready(pods, &name, true).await;
+        }
+    }
+    for tier in ["frontend", "cache"] {
+        let pod = eventually(&format!("a {tier} pod exists"), wait, || {
+            tier_pod(pods, store, tier)
+        })
+        .await;
+        set_ready(pods, &pod.metadata.name.unwrap_or_default(), true).await;
     }
 }
