@@ -24,7 +24,7 @@ use bookstore_core::token::{PeerToken, TOKEN_HEADER};
 use bookstore_replication::coordinator::durable::{DurableError, DurableStore};
 use bookstore_replication::coordinator::{CoordinatorConfig, Published};
 use bookstore_replication::coordinator_server::{
-    CoordinatorMetrics, CoordinatorServer, CoordinatorSetup,
+    CoordinatorMetrics, CoordinatorServer, CoordinatorSetup, Transition,
 };
 use bookstore_replication::topology::{AlterInSync, Heartbeat, Topology};
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -239,6 +239,10 @@ impl Coordination {
                 "/stores/{namespace}/{name}/coordinator/topology",
                 get(topologies),
             )
+            .route(
+                "/stores/{namespace}/{name}/coordinator/history",
+                get(history),
+            )
             .with_state(self.clone())
     }
 
@@ -335,6 +339,16 @@ async fn topologies(
 ) -> Result<Json<Vec<Topology>>, ApiError> {
     let server = coordination.authorized(key, &headers)?;
     Ok(Json(server.topologies().await))
+}
+
+/// The store's recent topology changes, oldest first, with their causes.
+async fn history(
+    State(coordination): State<Arc<Coordination>>,
+    Path(key): Path<StoreKey>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<Transition>>, ApiError> {
+    let server = coordination.authorized(key, &headers)?;
+    Ok(Json(server.history()))
 }
 
 /// The URL the members of `names` reach their coordinator at.

@@ -8,20 +8,21 @@
 //! lifetimes and could elect the stale member. Now the facts live in the
 //! ConfigMap `<store>-coordinator`, and the new leader must continue above
 //! every epoch ever published and elect only the member recorded in sync.
+//! The test reads what the new leader published from its history
+//! (`coordinator/history`), so no short-lived topology can go unseen.
 //!
 //! As in `api_server.rs`, no kubelet runs: the test plays it (pod Ready
 //! conditions) and plays the members (`support::members`).
 
 mod support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use bookstore_core::cluster::Role;
 use bookstore_operator::crd::{BookStore, BookStoreStatus};
 use bookstore_replication::coordinator::durable::{DurableState, TierRecord};
-use bookstore_replication::topology::Topology;
+use bookstore_replication::coordinator_server::Transition;
 use bookstore_system_tests::store::{self, condition};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
@@ -40,11 +41,6 @@ const STORE: &str = "shop";
 const SERVICE_URL: &str = "http://bookstore-operator.bookstore-system.svc:8081";
 const WAIT: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_millis(200);
-/// How often the test reads the new leader's topology: well under a
-/// heartbeat, so a primary published for one heartbeat cannot be missed.
-const WATCH_EVERY: Duration = Duration::from_millis(20);
-/// The bound on watching one leader.
-const WATCH_LIMIT: Duration = Duration::from_secs(240);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_operator_leader_after_a_failover_and_restarts_never_elects_the_cut_off_primary() {
@@ -119,7 +115,6 @@ async fn a_new_operator_leader_after_a_failover_and_restarts_never_elects_the_cu
     }
     let second = OperatorProcess::start_as_replica(&cluster, &ns, "restart-second", SERVICE_URL);
     *endpoint.write().unwrap_or_else(|p| p.into_inner()) = second.store_url(&ns, STORE);
-    let watch = TopologyWatch::start(second.store_url(&ns, STORE), token, Role::Catalog);
     for (role, ordinal) in [(Role::Catalog, 1), (Role::Order, 0), (Role::Order, 1)] {
         members.start_member(role, ordinal);
     }
@@ -164,8 +159,8 @@ async fn a_new_operator_leader_after_a_failover_and_restarts_never_elects_the_cu
         },
     )
     .await;
-    let published = watch.stop();
-    println!("catalog topologies published by the new leader: {published:?}");
+    let published = history(&second.store_url(&ns, STORE), &token, Role::Catalog).await;
+    println!("catalog topologies published by the new leader: {published:#?}");
     check_published(&published, &saved);
     let told = members.told(Role::Catalog, 1);
     assert!(
@@ -192,33 +187,28 @@ async fn a_new_operator_leader_after_a_failover_and_restarts_never_elects_the_cu
         .await;
 }
 
-/// What the new leader showed, in order, must show: epochs that never go
-/// down; nothing new decided at an old epoch (until it decides, a resumed
-/// coordinator shows the saved epoch and primary, nothing else); catalog-1
-/// as the primary of its first new epoch; catalog-0 as primary only after a
-/// topology showed it in sync.
-fn check_published(published: &[Published], saved: &TierRecord) {
+/// Every change the new leader published, in order, must show: epochs
+/// that only rise, all above the saved one; catalog-1 as the first primary;
+/// catalog-0 as primary only after a change put it in sync.
+fn check_published(published: &[Transition], saved: &TierRecord) {
     assert!(
         published
             .windows(2)
-            .all(|pair| pair[0].epoch <= pair[1].epoch),
-        "the new leader's epochs went down: {published:?}"
+            .all(|pair| pair[0].epoch < pair[1].epoch),
+        "the new leader's epochs did not rise: {published:#?}"
     );
     assert!(
-        published
-            .iter()
-            .filter(|p| p.epoch <= saved.epoch)
-            .all(|p| p.epoch == saved.epoch && p.primary == saved.primary),
-        "the new leader showed something at an epoch not above the saved {saved:?}: {published:?}"
+        published.iter().all(|p| p.epoch > saved.epoch),
+        "the new leader published at an epoch not above the saved {saved:?}: {published:#?}"
     );
-    let first_new = published
+    let first = published
         .iter()
-        .find(|p| p.epoch > saved.epoch && p.primary.is_some())
-        .expect("the new leader published a catalog primary at a new epoch");
+        .find(|p| p.primary.is_some())
+        .expect("the new leader published a catalog primary");
     assert_eq!(
-        first_new.primary,
+        first.primary,
         Some(1),
-        "the first new primary must be the member recorded in sync: {published:?}"
+        "the first primary must be the member recorded in sync: {published:#?}"
     );
     let first_zero = published
         .iter()
@@ -228,7 +218,7 @@ fn check_published(published: &[Published], saved: &TierRecord) {
         published[..first_zero]
             .iter()
             .any(|p| p.primary == Some(1) && p.in_sync.contains(&0)),
-        "catalog-0 became primary before the primary admitted it: {published:?}"
+        "catalog-0 became primary before the primary admitted it: {published:#?}"
     );
 }
 
@@ -251,83 +241,19 @@ async fn wait_status(
     store::wait_status(stores, STORE, what, WAIT, check).await
 }
 
-/// One change in what a coordinator publishes for a tier.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Published {
-    epoch: u64,
-    primary: Option<u32>,
-    in_sync: Vec<u32>,
-}
-
-impl Published {
-    fn of(topology: &Topology) -> Self {
-        Self {
-            epoch: topology.epoch,
-            primary: topology.primary,
-            in_sync: topology
-                .members
-                .iter()
-                .filter(|m| m.in_sync)
-                .map(|m| m.ordinal)
-                .collect(),
-        }
-    }
-}
-
-/// Reads a coordinator's topology of one tier every [`WATCH_EVERY`] and keeps
-/// each change, until stopped or [`WATCH_LIMIT`] has passed.
-struct TopologyWatch {
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<Vec<Published>>>,
-}
-
-impl TopologyWatch {
-    fn start(base: String, token: String, role: Role) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let (stop_flag, record) = (stop.clone(), seen.clone());
-        tokio::spawn(async move {
-            let http = reqwest::Client::new();
-            let started = Instant::now();
-            while !stop_flag.load(Ordering::Relaxed) && started.elapsed() < WATCH_LIMIT {
-                if let Some(topology) = read_topology(&http, &base, &token, role).await {
-                    let now = Published::of(&topology);
-                    let mut seen = record.lock().unwrap_or_else(|p| p.into_inner());
-                    if seen.last() != Some(&now) {
-                        seen.push(now);
-                    }
-                }
-                tokio::time::sleep(WATCH_EVERY).await;
-            }
-        });
-        Self { stop, seen }
-    }
-
-    /// Stops watching; every change seen, in order.
-    fn stop(self) -> Vec<Published> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-/// The tier's topology from a coordinator; `None` while it does not answer
-/// (an operator that does not lead yet serves no store).
-async fn read_topology(
-    http: &reqwest::Client,
-    base: &str,
-    token: &str,
-    role: Role,
-) -> Option<Topology> {
-    let topologies: Vec<Topology> = http
-        .get(format!("{base}/coordinator/topology"))
+/// The changes a coordinator published for one tier, oldest first (the
+/// coordinator keeps the last `HISTORY_LEN`, far more than this test makes).
+async fn history(base: &str, token: &str, role: Role) -> Vec<Transition> {
+    let history: Vec<Transition> = reqwest::Client::new()
+        .get(format!("{base}/coordinator/history"))
         .header("x-bookstore-peer-token", token)
         .send()
         .await
-        .ok()?
+        .expect("the coordinator answers")
         .error_for_status()
-        .ok()?
+        .expect("the coordinator serves its history")
         .json()
         .await
-        .ok()?;
-    topologies.into_iter().find(|t| t.tier == role)
+        .expect("a JSON history");
+    history.into_iter().filter(|t| t.tier == role).collect()
 }
