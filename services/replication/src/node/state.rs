@@ -191,8 +191,11 @@ pub enum Settlement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlterAnswer {
     Changed(Topology),
-    /// The coordinator is at another epoch, or has another primary.
-    Stale,
+    /// The coordinator is at another epoch than `asked` (the epoch the
+    /// request was made in), or has another primary.
+    Stale {
+        asked: Epoch,
+    },
     Failed,
 }
 
@@ -234,6 +237,11 @@ pub enum Effect {
 struct Learner {
     incarnation: u64,
     peer: String,
+    /// This member asked the coordinator (at this epoch) to admit the
+    /// learner and got no answer: the coordinator may count it in sync, so
+    /// it is treated as in sync (a failed send to it must be settled
+    /// through the coordinator) until a topology says otherwise.
+    in_doubt: Option<Epoch>,
 }
 
 /// The member's whole decision state.
@@ -394,6 +402,15 @@ impl MemberCore {
         }
         let in_sync = topology.is_in_sync(self.me);
         let epoch = topology.epoch;
+        self.learners.retain(|&ordinal, learner| {
+            if topology.is_in_sync(ordinal) {
+                return false; // admitted: a replica now
+            }
+            if learner.in_doubt.is_some_and(|asked| topology.epoch > asked) {
+                learner.in_doubt = None; // the coordinator's answer is known now
+            }
+            true
+        });
         self.topology = topology;
         self.effects.push(Effect::TopologyAdopted { epoch });
         let named = primary.map(|p| p.ordinal) == Some(self.me);
@@ -507,7 +524,7 @@ impl MemberCore {
                 let target = Target {
                     ordinal,
                     peer: learner.peer.clone(),
-                    in_sync: false,
+                    in_sync: learner.in_doubt.is_some(),
                 };
                 (ordinal, target)
             })
@@ -541,11 +558,20 @@ impl MemberCore {
         leadership: &Leadership,
         results: &[(Target, SendOutcome)],
     ) -> Settlement {
+        if self.phase != Phase::Leading {
+            // It stepped down while the batch was out: another member may
+            // lead without this batch (simulator seed 559).
+            return Settlement::Deposed;
+        }
         if results
             .iter()
             .any(|(_, o)| matches!(o, SendOutcome::Refused(r) if r.deposes_sender()))
         {
-            if self.phase == Phase::Leading {
+            // The batch fails either way; the member steps down only if the
+            // refusal is about the leadership it holds now, not about an
+            // older one it lost and regained while the batch was out
+            // (simulator seed 86).
+            if self.phase == Phase::Leading && leadership.topology.epoch >= self.topology.epoch {
                 self.become_fenced("a replica follows a newer primary");
             }
             return Settlement::Deposed;
@@ -561,6 +587,8 @@ impl MemberCore {
         if !failed.iter().any(|t| t.in_sync) {
             return Settlement::Done;
         }
+        // Failed learners in doubt are not in the topology's in-sync set, so
+        // they are left out of it as well.
         let in_sync = leadership
             .topology
             .members
@@ -575,10 +603,17 @@ impl MemberCore {
     pub fn in_sync_altered(&mut self, answer: AlterAnswer) {
         match answer {
             AlterAnswer::Changed(topology) => self.adopt(topology),
-            AlterAnswer::Stale if self.phase == Phase::Leading => {
+            // Only a refusal this member cannot explain fences it: if it
+            // adopted a newer topology since it asked (one that still names
+            // it, or it would be fenced already), that topology is why, and
+            // fencing now would leave it fenced under a topology that names
+            // it primary, with nothing left to change it (simulator seed 2).
+            AlterAnswer::Stale { asked }
+                if self.phase == Phase::Leading && asked >= self.topology.epoch =>
+            {
                 self.become_fenced("the coordinator is at a newer epoch")
             }
-            AlterAnswer::Stale | AlterAnswer::Failed => {}
+            AlterAnswer::Stale { .. } | AlterAnswer::Failed => {}
         }
     }
 
@@ -593,7 +628,12 @@ impl MemberCore {
         if self.phase != Phase::Leading {
             return Err(Refusal::NotPrimary);
         }
-        self.learners.insert(ordinal, Learner { incarnation, peer });
+        let learner = Learner {
+            incarnation,
+            peer,
+            in_doubt: None,
+        };
+        self.learners.insert(ordinal, learner);
         Ok(SnapshotGrant {
             epoch: self.topology.epoch,
             primary: PrimaryId {
@@ -607,16 +647,16 @@ impl MemberCore {
     /// for. Every batch since its snapshot reached it (a failed send would
     /// have removed it), and the caller sends no batch until the answer is
     /// in, so it holds every write.
-    pub fn admit(&self, ordinal: Ordinal, incarnation: u64) -> Result<AlterInSync, Refusal> {
+    pub fn admit(&mut self, ordinal: Ordinal, incarnation: u64) -> Result<AlterInSync, Refusal> {
         if self.phase != Phase::Leading {
             return Err(Refusal::NotPrimary);
         }
-        let known = self
-            .learners
-            .get(&ordinal)
-            .is_some_and(|l| l.incarnation == incarnation);
-        if !known {
-            return Err(Refusal::NotALearner);
+        let epoch = self.topology.epoch;
+        match self.learners.get_mut(&ordinal) {
+            Some(learner) if learner.incarnation == incarnation => {
+                learner.in_doubt = Some(epoch);
+            }
+            _ => return Err(Refusal::NotALearner),
         }
         let mut in_sync: Vec<Ordinal> = self
             .topology
@@ -629,9 +669,23 @@ impl MemberCore {
         Ok(self.alter_request(&self.topology, in_sync))
     }
 
-    /// The coordinator admitted a learner: it is a replica now.
+    /// The coordinator admitted a learner: it is a replica now, once the
+    /// topology this member holds says so. Until then it stays a learner
+    /// and gets every batch: if the answer's topology could not be adopted
+    /// (it did not name this incarnation), dropping it would acknowledge
+    /// writes the coordinator's in-sync member lacks (simulator seed 237).
     pub fn learner_admitted(&mut self, ordinal: Ordinal) {
-        self.learners.remove(&ordinal);
+        if self.topology.is_in_sync(ordinal) {
+            self.learners.remove(&ordinal);
+        }
+    }
+
+    /// The coordinator answered the admission of `ordinal` with a refusal:
+    /// it is certainly not in sync, a learner as before.
+    pub fn admission_refused(&mut self, ordinal: Ordinal) {
+        if let Some(learner) = self.learners.get_mut(&ordinal) {
+            learner.in_doubt = None;
+        }
     }
 
     fn alter_request(&self, topology: &Topology, in_sync: Vec<Ordinal>) -> AlterInSync {

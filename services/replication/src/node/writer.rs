@@ -271,6 +271,7 @@ impl<M: StateMachine> Writer<M> {
     /// Asks the coordinator to change the in-sync set, and hands the answer
     /// to the core.
     async fn alter_in_sync(&self, request: AlterInSync) -> Result<(), PeerError> {
+        let asked = request.epoch;
         let url = format!("{}/coordinator/in-sync", self.shared.config.coordinator_url);
         let result = self
             .shared
@@ -284,7 +285,7 @@ impl<M: StateMachine> Writer<M> {
             Err(PeerError::Status {
                 body: Some(body), ..
             }) if body.error.code == ApiError::StaleEpoch(String::new()).code() => {
-                AlterAnswer::Stale
+                AlterAnswer::Stale { asked }
             }
             Err(_) => AlterAnswer::Failed,
         };
@@ -403,9 +404,15 @@ impl<M: StateMachine> Writer<M> {
         let alter = self
             .shared
             .with_core(|core| core.admit(request.ordinal, request.incarnation))?;
-        self.alter_in_sync(alter)
-            .await
-            .map_err(|error| ApiError::Unavailable(error.to_string()))?;
+        if let Err(error) = self.alter_in_sync(alter).await {
+            // An answer (any status) is a refusal; no answer leaves the
+            // admission in doubt (the core then treats it as in sync).
+            if matches!(error, PeerError::Status { .. }) {
+                self.shared
+                    .with_core(|core| core.admission_refused(request.ordinal));
+            }
+            return Err(ApiError::Unavailable(error.to_string()).into());
+        }
         self.shared
             .with_core(|core| core.learner_admitted(request.ordinal));
         tracing::info!(

@@ -205,7 +205,7 @@ fn a_primary_that_sees_another_named_is_fenced() {
 #[test]
 fn a_fenced_member_named_again_leads_again() {
     let mut core = leading_primary();
-    core.in_sync_altered(AlterAnswer::Stale);
+    core.in_sync_altered(AlterAnswer::Stale { asked: 3 });
     assert_eq!(core.phase(), Phase::Fenced);
     core.adopt(topology(5, Some(0), &[(0, 10, true)]));
     assert!(core.take_effects().contains(&Effect::Promote { epoch: 5 }));
@@ -338,7 +338,7 @@ fn refusal_not_replicating_while_joining_or_fenced() {
         Err(Refusal::NotReplicating)
     );
     let mut fenced = leading_primary();
-    fenced.in_sync_altered(AlterAnswer::Stale);
+    fenced.in_sync_altered(AlterAnswer::Stale { asked: 3 });
     assert_eq!(
         fenced.accept_batch(batch(3, primary(0, 10), 1, 1), 0),
         Err(Refusal::NotReplicating)
@@ -415,6 +415,11 @@ fn refusal_not_a_learner() {
     let alter = core.admit(2, 30).expect("admit");
     assert_eq!(alter.in_sync, vec![0, 1, 2]);
     assert_eq!(alter.epoch, 3);
+    core.in_sync_altered(AlterAnswer::Changed(topology(
+        4,
+        Some(0),
+        &[(0, 10, true), (1, 20, true), (2, 30, true)],
+    )));
     core.learner_admitted(2);
     assert_eq!(core.admit(2, 30), Err(Refusal::NotALearner));
 }
@@ -505,7 +510,7 @@ fn a_failed_in_sync_change_keeps_leading_but_a_stale_one_fences() {
     let mut core = leading_primary();
     core.in_sync_altered(AlterAnswer::Failed);
     assert_eq!(core.phase(), Phase::Leading);
-    core.in_sync_altered(AlterAnswer::Stale);
+    core.in_sync_altered(AlterAnswer::Stale { asked: 3 });
     assert_eq!(core.phase(), Phase::Fenced);
 }
 
@@ -515,4 +520,59 @@ fn refusal_codes_round_trip_on_the_wire() {
         assert_eq!(Refusal::from_code(refusal.code()), Some(refusal));
     }
     assert_eq!(Refusal::from_code("unavailable"), None);
+}
+
+#[test]
+fn stale_in_sync_answer_after_adopting_a_newer_topology_naming_it_does_not_fence_sim_seed_2() {
+    let mut core = leading_primary();
+    let leadership = core.lead().expect("leading");
+    let results = vec![(leadership.targets[0].clone(), SendOutcome::Failed)];
+    let Settlement::AlterInSync(request) = core.settle(&leadership, &results) else {
+        panic!("expected an in-sync change");
+    };
+    // Meanwhile the coordinator dropped the replica itself (epoch 4), and
+    // this member adopted that topology before the answer to its request.
+    core.adopt(topology(4, Some(0), &[(0, 10, true), (1, 20, false)]));
+    core.in_sync_altered(AlterAnswer::Stale {
+        asked: request.epoch,
+    });
+    assert_eq!(core.phase(), Phase::Leading);
+}
+
+#[test]
+fn stale_epoch_refusal_of_a_batch_from_a_lost_and_regained_leadership_does_not_fence_sim_seed_86() {
+    let mut core = leading_primary();
+    let old = core.lead().expect("leading at epoch 3");
+    // While the batch is out, another primary is named, then this one again.
+    core.adopt(topology(4, Some(1), &[(0, 10, false), (1, 20, true)]));
+    core.adopt(topology(5, Some(0), &[(0, 10, true), (1, 20, false)]));
+    core.promotion_ready(5);
+    let results = vec![(
+        old.targets[0].clone(),
+        SendOutcome::Refused(Refusal::StaleEpoch),
+    )];
+    assert_eq!(
+        core.settle(&old, &results),
+        Settlement::Deposed,
+        "the old batch fails"
+    );
+    assert_eq!(core.phase(), Phase::Leading, "the new leadership stands");
+}
+
+#[test]
+fn an_admitted_learner_stays_a_target_until_the_adopted_topology_shows_it_in_sync_sim_seed_237() {
+    let mut core = leading_primary();
+    core.grant_snapshot(2, 30, "peer-2".into()).expect("grant");
+    core.admit(2, 30).expect("admit");
+    // The answer's topology does not name this incarnation: not adopted.
+    core.in_sync_altered(AlterAnswer::Changed(topology(4, Some(0), &[(2, 30, true)])));
+    core.learner_admitted(2);
+    let targets: Vec<Ordinal> = core
+        .lead()
+        .expect("leading")
+        .targets
+        .iter()
+        .map(|t| t.ordinal)
+        .collect();
+    assert_eq!(targets, vec![1, 2], "learner 2 still gets every batch");
 }
