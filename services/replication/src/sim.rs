@@ -261,6 +261,7 @@ enum Msg {
         call: u64,
         ordinal: Ordinal,
         incarnation: u64,
+        snapshot_index: LogIndex,
     },
     JoinAnswer {
         call: u64,
@@ -409,6 +410,7 @@ enum Op {
         call: u64,
         ordinal: Ordinal,
         incarnation: u64,
+        snapshot_index: LogIndex,
     },
     Restore {
         grant: SnapshotGrant,
@@ -1042,7 +1044,9 @@ impl Sim {
             Msg::HeartbeatAnswer(topology) | Msg::Push(topology) => {
                 self.with_core(ordinal, |core| core.adopt(topology))?;
             }
-            Msg::AlterAnswer { call, answer } => self.alter_answered(ordinal, call, answer, true)?,
+            Msg::AlterAnswer { call, answer } => {
+                self.alter_answered(ordinal, call, answer, true)?
+            }
             Msg::Replicate {
                 call,
                 header,
@@ -1103,6 +1107,7 @@ impl Sim {
                 call,
                 ordinal: learner,
                 incarnation,
+                snapshot_index,
             } => {
                 self.enqueue(
                     ordinal,
@@ -1111,6 +1116,7 @@ impl Sim {
                         call,
                         ordinal: learner,
                         incarnation,
+                        snapshot_index,
                     },
                 )?;
             }
@@ -1184,7 +1190,7 @@ impl Sim {
             Phase::Following | Phase::CatchingUp => {
                 header.first.is_some_and(|first| first > applied + 1)
             }
-            Phase::Joining => true,
+            Phase::Joining | Phase::Fenced => true,
             _ => false,
         }
     }
@@ -1272,9 +1278,11 @@ impl Sim {
                     ordinal: learner,
                     incarnation,
                 } => {
+                    let applied = self.members[ordinal as usize].db.applied;
                     let grant = self
                         .with_core(ordinal, |core| {
-                            core.grant_snapshot(learner, incarnation, format!("member-{learner}"))
+                            let peer = format!("member-{learner}");
+                            core.grant_snapshot(learner, incarnation, peer, applied)
                         })?
                         .ok_or(Refusal::ShutDown)
                         .and_then(|g| g);
@@ -1291,8 +1299,11 @@ impl Sim {
                     call,
                     ordinal: learner,
                     incarnation,
+                    snapshot_index,
                 } => {
-                    let admit = self.with_core(ordinal, |core| core.admit(learner, incarnation))?;
+                    let admit = self.with_core(ordinal, |core| {
+                        core.admit(learner, incarnation, snapshot_index)
+                    })?;
                     match admit {
                         Some(Ok(request)) => self.start_alter(
                             ordinal,
@@ -1774,12 +1785,17 @@ impl Sim {
                     incarnation,
                 },
             ),
-            ResyncStep::AskToJoin { primary, .. } => (
+            ResyncStep::AskToJoin {
+                primary,
+                snapshot_index,
+                ..
+            } => (
                 primary,
                 Msg::JoinRequest {
                     call,
                     ordinal,
                     incarnation,
+                    snapshot_index,
                 },
             ),
         };

@@ -403,7 +403,11 @@ fn a_restarted_coordinator_keeps_a_running_primary_without_a_new_epoch() {
         Some(0),
         "1 does not take over"
     );
-    assert_eq!(s.coordinator.topology(TIER, s.now), None, "0 is not heard yet");
+    assert_eq!(
+        s.coordinator.topology(TIER, s.now),
+        None,
+        "0 is not heard yet"
+    );
     assert!(s.beat(0, 100, Phase::Leading).is_none());
     let changes = s.run_for(
         Duration::from_secs(10),

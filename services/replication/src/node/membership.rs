@@ -112,7 +112,11 @@ async fn resync_loop<M: StateMachine>(shared: Arc<Shared<M>>) {
         let step = shared.lock_core().resync_step();
         let result = match step {
             Some(ResyncStep::FetchSnapshot { peer, .. }) => fetch_snapshot(&shared, &peer).await,
-            Some(ResyncStep::AskToJoin { peer, .. }) => ask_to_join(&shared, &peer).await,
+            Some(ResyncStep::AskToJoin {
+                peer,
+                snapshot_index,
+                ..
+            }) => ask_to_join(&shared, &peer, snapshot_index).await,
             None => Ok(()),
         };
         match result {
@@ -166,10 +170,15 @@ async fn fetch_snapshot<M: StateMachine>(
 }
 
 /// Step 3: ask the primary to admit this member to the in-sync set.
-async fn ask_to_join<M: StateMachine>(shared: &Arc<Shared<M>>, peer: &str) -> Result<(), ApiError> {
+async fn ask_to_join<M: StateMachine>(
+    shared: &Arc<Shared<M>>,
+    peer: &str,
+    snapshot_index: crate::topology::LogIndex,
+) -> Result<(), ApiError> {
     let request = JoinRequest {
         ordinal: shared.config.ordinal,
         incarnation: shared.lock_core().incarnation(),
+        snapshot_index,
     };
     let joined: Result<Done, _> = shared
         .peers

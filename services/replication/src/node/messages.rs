@@ -57,6 +57,10 @@ pub struct SnapshotResponse<S> {
 pub struct JoinRequest {
     pub ordinal: Ordinal,
     pub incarnation: u64,
+    /// The index of the snapshot the learner installed (0 from a member
+    /// that predates this field: it is then refused and fetches again).
+    #[serde(default)]
+    pub snapshot_index: LogIndex,
 }
 
 /// An empty acknowledgement.

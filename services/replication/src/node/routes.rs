@@ -71,7 +71,7 @@ async fn wait_for_predecessor<M: StateMachine>(shared: &Shared<M>, first: u64) {
             let applied = shared.applied.load(std::sync::atomic::Ordering::Acquire);
             match phase {
                 Phase::Following | Phase::CatchingUp => applied + 1 >= first,
-                Phase::Joining => false,
+                Phase::Joining | Phase::Fenced => false,
                 _ => true, // the writer rejects it with the reason
             }
         };

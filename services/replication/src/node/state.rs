@@ -204,6 +204,10 @@ pub enum AlterAnswer {
 pub struct SnapshotGrant {
     pub epoch: Epoch,
     pub primary: PrimaryId,
+    /// The index the snapshot is at; the learner names it when it asks to
+    /// be admitted, so it is admitted only on the registration it actually
+    /// caught up from.
+    pub index: LogIndex,
 }
 
 /// The next step of a resync, if one can be made now.
@@ -211,8 +215,13 @@ pub struct SnapshotGrant {
 pub enum ResyncStep {
     /// Fetch a snapshot from the primary at `peer` (it makes us a learner).
     FetchSnapshot { primary: Ordinal, peer: String },
-    /// Ask the primary at `peer` to admit us to the in-sync set.
-    AskToJoin { primary: Ordinal, peer: String },
+    /// Ask the primary at `peer` to admit us to the in-sync set, naming
+    /// the snapshot we installed.
+    AskToJoin {
+        primary: Ordinal,
+        peer: String,
+        snapshot_index: LogIndex,
+    },
 }
 
 /// Something the I/O around the core must carry out.
@@ -242,6 +251,8 @@ struct Learner {
     /// it is treated as in sync (a failed send to it must be settled
     /// through the coordinator) until a topology says otherwise.
     in_doubt: Option<Epoch>,
+    /// The index of the snapshot this registration began with.
+    snapshot_index: LogIndex,
 }
 
 /// The member's whole decision state.
@@ -257,6 +268,8 @@ pub struct MemberCore {
     primary_since: Epoch,
     /// The primary this member's data derives from.
     following: Option<PrimaryId>,
+    /// The snapshot this member installed last (while catching up).
+    installed: Option<SnapshotGrant>,
     /// While primary: members that fetched a snapshot of this leadership.
     learners: BTreeMap<Ordinal, Learner>,
     effects: Vec<Effect>,
@@ -274,6 +287,7 @@ impl MemberCore {
             topology: Topology::unknown(tier),
             primary_since: 0,
             following: None,
+            installed: None,
             learners: BTreeMap::new(),
             effects: Vec::new(),
         }
@@ -341,8 +355,9 @@ impl MemberCore {
 
     /// Installed the primary's snapshot: from now on its data derives from
     /// `primary`, and every batch of that primary is applied here.
-    fn become_catching_up(&mut self, primary: PrimaryId) {
-        self.following = Some(primary);
+    fn become_catching_up(&mut self, grant: SnapshotGrant) {
+        self.following = Some(grant.primary);
+        self.installed = Some(grant);
         self.set_phase(Phase::CatchingUp, "installed a snapshot from the primary");
     }
 
@@ -476,9 +491,19 @@ impl MemberCore {
     /// Installed the snapshot `grant` describes: catch up from that primary.
     /// Ignored unless the member is still resyncing (it may have been shut
     /// down or named primary meanwhile).
+    ///
+    /// A snapshot from a member that is no longer the primary (the topology
+    /// moved on while it was fetched) leaves it joining: no batch of the
+    /// current primary would ever be accepted on top of it, and it would
+    /// wait for an admission that cannot come (simulator seed 1414).
     pub fn snapshot_installed(&mut self, grant: SnapshotGrant) {
-        if matches!(self.phase, Phase::Joining | Phase::Fenced) {
-            self.become_catching_up(grant.primary);
+        if !matches!(self.phase, Phase::Joining | Phase::Fenced) {
+            return;
+        }
+        if primary_of(&self.topology) == Some(grant.primary) {
+            self.become_catching_up(grant);
+        } else {
+            self.become_joining("the snapshot is from a member that is no longer the primary");
         }
     }
 
@@ -504,6 +529,7 @@ impl MemberCore {
                 Some(ResyncStep::AskToJoin {
                     primary: primary.ordinal,
                     peer: primary.peer.clone(),
+                    snapshot_index: self.installed.map_or(0, |g| g.index),
                 })
             }
             _ => None,
@@ -581,9 +607,13 @@ impl MemberCore {
             .filter(|(_, outcome)| *outcome != SendOutcome::Acked)
             .map(|(target, _)| target)
             .collect();
-        for target in &failed {
-            self.learners.remove(&target.ordinal);
-        }
+        // A learner whose admission is in doubt stays: until a topology
+        // says it is not in sync, dropping it would let the next batch be
+        // acknowledged without a member the coordinator may count in sync
+        // (simulator seed 1805).
+        self.learners.retain(|ordinal, learner| {
+            learner.in_doubt.is_some() || !failed.iter().any(|t| t.ordinal == *ordinal)
+        });
         if !failed.iter().any(|t| t.in_sync) {
             return Settlement::Done;
         }
@@ -624,6 +654,7 @@ impl MemberCore {
         ordinal: Ordinal,
         incarnation: u64,
         peer: String,
+        index: LogIndex,
     ) -> Result<SnapshotGrant, Refusal> {
         if self.phase != Phase::Leading {
             return Err(Refusal::NotPrimary);
@@ -632,6 +663,7 @@ impl MemberCore {
             incarnation,
             peer,
             in_doubt: None,
+            snapshot_index: index,
         };
         self.learners.insert(ordinal, learner);
         Ok(SnapshotGrant {
@@ -640,6 +672,7 @@ impl MemberCore {
                 ordinal: self.me,
                 incarnation: self.incarnation,
             },
+            index,
         })
     }
 
@@ -647,13 +680,25 @@ impl MemberCore {
     /// for. Every batch since its snapshot reached it (a failed send would
     /// have removed it), and the caller sends no batch until the answer is
     /// in, so it holds every write.
-    pub fn admit(&mut self, ordinal: Ordinal, incarnation: u64) -> Result<AlterInSync, Refusal> {
+    /// A learner that installed another snapshot than the one of its
+    /// current registration (it fetched twice; the registration it caught
+    /// up from was dropped after a failed send) is refused: it may lack a
+    /// write sent in between (simulator seed 1171).
+    pub fn admit(
+        &mut self,
+        ordinal: Ordinal,
+        incarnation: u64,
+        snapshot_index: LogIndex,
+    ) -> Result<AlterInSync, Refusal> {
         if self.phase != Phase::Leading {
             return Err(Refusal::NotPrimary);
         }
         let epoch = self.topology.epoch;
         match self.learners.get_mut(&ordinal) {
-            Some(learner) if learner.incarnation == incarnation => {
+            Some(learner)
+                if learner.incarnation == incarnation
+                    && learner.snapshot_index == snapshot_index =>
+            {
                 learner.in_doubt = Some(epoch);
             }
             _ => return Err(Refusal::NotALearner),

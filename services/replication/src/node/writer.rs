@@ -343,7 +343,12 @@ impl<M: StateMachine> Writer<M> {
     ) -> Result<SnapshotResponse<M::Snapshot>, MemberError> {
         let ordinal = learner.ordinal;
         let grant = self.shared.with_core(|core| {
-            core.grant_snapshot(learner.ordinal, learner.incarnation, learner.peer)
+            core.grant_snapshot(
+                learner.ordinal,
+                learner.incarnation,
+                learner.peer,
+                self.position.applied,
+            )
         })?;
         let snapshot = self.with_db(|db| db.machine.snapshot());
         tracing::info!(
@@ -371,6 +376,7 @@ impl<M: StateMachine> Writer<M> {
                 ordinal: response.leader,
                 incarnation: response.leader_incarnation,
             },
+            index: response.index,
         };
         let position = DataPosition {
             applied: response.index,
@@ -401,9 +407,9 @@ impl<M: StateMachine> Writer<M> {
     /// reached it (a failed send would have removed it), and no batch is in
     /// flight while the writer is here, so it holds every write.
     async fn admit(&mut self, request: JoinRequest) -> Result<(), MemberError> {
-        let alter = self
-            .shared
-            .with_core(|core| core.admit(request.ordinal, request.incarnation))?;
+        let alter = self.shared.with_core(|core| {
+            core.admit(request.ordinal, request.incarnation, request.snapshot_index)
+        })?;
         if let Err(error) = self.alter_in_sync(alter).await {
             // An answer (any status) is a refusal; no answer leaves the
             // admission in doubt (the core then treats it as in sync).

@@ -62,6 +62,7 @@ fn following_replica() -> MemberCore {
     core.snapshot_installed(SnapshotGrant {
         epoch: 2,
         primary: primary(0, 10),
+        index: 0,
     });
     core.adopt(topology(3, Some(0), &[(0, 10, true), (1, 20, true)]));
     assert_eq!(core.phase(), Phase::Following);
@@ -109,13 +110,15 @@ fn a_joiner_resyncs_snapshot_then_join_then_follows() {
     core.snapshot_installed(SnapshotGrant {
         epoch: 2,
         primary: primary(0, 10),
+        index: 0,
     });
     assert_eq!(phases(&core.take_effects()), vec![Phase::CatchingUp]);
     assert_eq!(
         core.resync_step(),
         Some(ResyncStep::AskToJoin {
             primary: 0,
-            peer: "peer-0".into()
+            peer: "peer-0".into(),
+            snapshot_index: 0
         })
     );
     core.adopt(topology(3, Some(0), &[(0, 10, true), (1, 20, true)]));
@@ -236,6 +239,7 @@ fn a_catching_up_member_whose_primary_changes_starts_over() {
     core.snapshot_installed(SnapshotGrant {
         epoch: 2,
         primary: primary(0, 10),
+        index: 0,
     });
     core.adopt(topology(3, Some(2), &[(1, 20, false), (2, 30, true)]));
     assert_eq!(
@@ -251,6 +255,7 @@ fn a_refused_join_starts_the_resync_over() {
     core.snapshot_installed(SnapshotGrant {
         epoch: 2,
         primary: primary(0, 10),
+        index: 0,
     });
     core.join_refused();
     assert_eq!(core.phase(), Phase::Joining);
@@ -263,6 +268,7 @@ fn a_snapshot_installed_after_a_shutdown_changes_nothing() {
     core.snapshot_installed(SnapshotGrant {
         epoch: 2,
         primary: primary(0, 10),
+        index: 0,
     });
     assert_eq!(core.phase(), Phase::ShutDown);
 }
@@ -382,16 +388,17 @@ fn refusal_not_primary_for_writes_snapshots_and_joins() {
     let mut core = following_replica();
     assert_eq!(core.lead(), Err(Refusal::NotPrimary));
     assert_eq!(
-        core.grant_snapshot(2, 30, "peer-2".into()),
+        core.grant_snapshot(2, 30, "peer-2".into(), 0),
         Err(Refusal::NotPrimary)
     );
-    assert_eq!(core.admit(2, 30), Err(Refusal::NotPrimary));
+    assert_eq!(core.admit(2, 30, 0), Err(Refusal::NotPrimary));
 }
 
 #[test]
 fn a_primary_sends_to_in_sync_replicas_and_learners() {
     let mut core = leading_primary();
-    core.grant_snapshot(2, 30, "peer-2".into()).expect("grant");
+    core.grant_snapshot(2, 30, "peer-2".into(), 0)
+        .expect("grant");
     let leadership = core.lead().expect("leading");
     let targets: Vec<(Ordinal, bool)> = leadership
         .targets
@@ -405,14 +412,15 @@ fn a_primary_sends_to_in_sync_replicas_and_learners() {
 #[test]
 fn refusal_not_a_learner() {
     let mut core = leading_primary();
-    assert_eq!(core.admit(2, 30), Err(Refusal::NotALearner));
-    core.grant_snapshot(2, 30, "peer-2".into()).expect("grant");
+    assert_eq!(core.admit(2, 30, 0), Err(Refusal::NotALearner));
+    core.grant_snapshot(2, 30, "peer-2".into(), 0)
+        .expect("grant");
     assert_eq!(
-        core.admit(2, 31),
+        core.admit(2, 31, 0),
         Err(Refusal::NotALearner),
         "another incarnation of the learner"
     );
-    let alter = core.admit(2, 30).expect("admit");
+    let alter = core.admit(2, 30, 0).expect("admit");
     assert_eq!(alter.in_sync, vec![0, 1, 2]);
     assert_eq!(alter.epoch, 3);
     core.in_sync_altered(AlterAnswer::Changed(topology(
@@ -421,18 +429,19 @@ fn refusal_not_a_learner() {
         &[(0, 10, true), (1, 20, true), (2, 30, true)],
     )));
     core.learner_admitted(2);
-    assert_eq!(core.admit(2, 30), Err(Refusal::NotALearner));
+    assert_eq!(core.admit(2, 30, 0), Err(Refusal::NotALearner));
 }
 
 #[test]
 fn learners_of_a_previous_leadership_start_over() {
     let mut core = leading_primary();
-    core.grant_snapshot(2, 30, "peer-2".into()).expect("grant");
+    core.grant_snapshot(2, 30, "peer-2".into(), 0)
+        .expect("grant");
     core.adopt(topology(4, Some(1), &[(0, 10, false), (1, 20, true)]));
     core.adopt(topology(5, Some(0), &[(0, 10, true)]));
     core.promotion_ready(5);
     assert_eq!(core.phase(), Phase::Leading);
-    assert_eq!(core.admit(2, 30), Err(Refusal::NotALearner));
+    assert_eq!(core.admit(2, 30, 0), Err(Refusal::NotALearner));
 }
 
 #[test]
@@ -450,7 +459,8 @@ fn settle_all_acked_is_done() {
 #[test]
 fn settle_drops_a_failed_learner_silently() {
     let mut core = leading_primary();
-    core.grant_snapshot(2, 30, "peer-2".into()).expect("grant");
+    core.grant_snapshot(2, 30, "peer-2".into(), 0)
+        .expect("grant");
     let leadership = core.lead().expect("leading");
     let results: Vec<(Target, SendOutcome)> = leadership
         .targets
@@ -465,7 +475,7 @@ fn settle_drops_a_failed_learner_silently() {
         })
         .collect();
     assert_eq!(core.settle(&leadership, &results), Settlement::Done);
-    assert_eq!(core.admit(2, 30), Err(Refusal::NotALearner));
+    assert_eq!(core.admit(2, 30, 0), Err(Refusal::NotALearner));
 }
 
 #[test]
@@ -562,8 +572,9 @@ fn stale_epoch_refusal_of_a_batch_from_a_lost_and_regained_leadership_does_not_f
 #[test]
 fn an_admitted_learner_stays_a_target_until_the_adopted_topology_shows_it_in_sync_sim_seed_237() {
     let mut core = leading_primary();
-    core.grant_snapshot(2, 30, "peer-2".into()).expect("grant");
-    core.admit(2, 30).expect("admit");
+    core.grant_snapshot(2, 30, "peer-2".into(), 0)
+        .expect("grant");
+    core.admit(2, 30, 0).expect("admit");
     // The answer's topology does not name this incarnation: not adopted.
     core.in_sync_altered(AlterAnswer::Changed(topology(4, Some(0), &[(2, 30, true)])));
     core.learner_admitted(2);
@@ -575,4 +586,106 @@ fn an_admitted_learner_stays_a_target_until_the_adopted_topology_shows_it_in_syn
         .map(|t| t.ordinal)
         .collect();
     assert_eq!(targets, vec![1, 2], "learner 2 still gets every batch");
+}
+
+#[test]
+fn refusal_not_a_learner_for_a_snapshot_of_an_earlier_registration_sim_seed_1171() {
+    let mut core = leading_primary();
+    core.grant_snapshot(2, 30, "peer-2".into(), 66)
+        .expect("first fetch");
+    // A send to it fails (it was still installing): it is dropped ...
+    let leadership = core.lead().expect("leading");
+    let results: Vec<(Target, SendOutcome)> = leadership
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                if t.ordinal == 2 {
+                    SendOutcome::Failed
+                } else {
+                    SendOutcome::Acked
+                },
+            )
+        })
+        .collect();
+    assert_eq!(core.settle(&leadership, &results), Settlement::Done);
+    // ... and a second fetch registers it again, at index 67; it installed 66.
+    core.grant_snapshot(2, 30, "peer-2".into(), 67)
+        .expect("second fetch");
+    assert_eq!(core.admit(2, 30, 66), Err(Refusal::NotALearner));
+    assert!(core.admit(2, 30, 67).is_ok());
+}
+
+#[test]
+fn a_snapshot_from_a_former_primary_leaves_the_member_joining_sim_seed_1414() {
+    let mut core = MemberCore::new(TIER, 2, 30);
+    core.adopt(topology(5, Some(0), &[(0, 10, true), (2, 30, false)]));
+    core.snapshot_installed(SnapshotGrant {
+        epoch: 4,
+        primary: primary(1, 20),
+        index: 34,
+    });
+    assert_eq!(core.phase(), Phase::Joining);
+    assert!(matches!(
+        core.resync_step(),
+        Some(ResyncStep::FetchSnapshot { primary: 0, .. })
+    ));
+}
+
+#[test]
+fn a_learner_in_doubt_that_fails_stays_a_target_until_a_topology_settles_it_sim_seed_1805() {
+    let mut core = leading_primary();
+    core.grant_snapshot(2, 30, "peer-2".into(), 0)
+        .expect("grant");
+    core.admit(2, 30, 0).expect("admit");
+    // No answer to the admission: the coordinator may have saved it.
+    core.in_sync_altered(AlterAnswer::Failed);
+    let leadership = core.lead().expect("leading");
+    let learner = leadership
+        .targets
+        .iter()
+        .find(|t| t.ordinal == 2)
+        .expect("target");
+    assert!(learner.in_sync, "treated as in sync while in doubt");
+    let results: Vec<(Target, SendOutcome)> = leadership
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                if t.ordinal == 2 {
+                    SendOutcome::Failed
+                } else {
+                    SendOutcome::Acked
+                },
+            )
+        })
+        .collect();
+    assert!(matches!(
+        core.settle(&leadership, &results),
+        Settlement::AlterInSync(_)
+    ));
+    let targets: Vec<Ordinal> = core
+        .lead()
+        .expect("leading")
+        .targets
+        .iter()
+        .map(|t| t.ordinal)
+        .collect();
+    assert_eq!(
+        targets,
+        vec![1, 2],
+        "still a target: the next batch cannot be acknowledged without it"
+    );
+    // A newer topology without it settles the doubt; then it is a plain learner.
+    core.adopt(topology(4, Some(0), &[(0, 10, true), (1, 20, true)]));
+    assert!(
+        !core
+            .lead()
+            .expect("leading")
+            .targets
+            .iter()
+            .any(|t| t.ordinal == 2 && t.in_sync)
+    );
 }
