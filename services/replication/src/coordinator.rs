@@ -93,6 +93,9 @@ pub enum AlterError {
     MissingPrimary,
     #[error("member {0} is not live")]
     NotLive(Ordinal),
+    /// The member restarted since the primary brought it up to date.
+    #[error("member {0} restarted since it caught up")]
+    Restarted(Ordinal),
 }
 
 /// What `bookstore status` and the operator show of a tier.
@@ -380,6 +383,13 @@ impl Coordinator {
             .find(|&&o| !state.is_live(o, now, timeout))
         {
             return Err(AlterError::NotLive(added));
+        }
+        if let Some((&added, _)) = request
+            .added
+            .iter()
+            .find(|&(&o, &incarnation)| state.incarnation_of(o) != incarnation)
+        {
+            return Err(AlterError::Restarted(added));
         }
         let reason = describe_in_sync_change(state.tier, &current, &wanted);
         state.in_sync = wanted

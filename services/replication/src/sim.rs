@@ -2227,6 +2227,20 @@ fn check_linearizable(
     Ok(())
 }
 
+/// Formats a failure for a person: the violation, then the events before it.
+pub fn describe(failure: &Failure) -> String {
+    let mut text = format!(
+        "seed {} violated an invariant: {}\nlast {} events:\n",
+        failure.seed,
+        failure.violation,
+        failure.trace.len()
+    );
+    for line in &failure.trace {
+        let _ = writeln!(text, "  {line}");
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2293,18 +2307,4 @@ mod tests {
         };
         assert_eq!(trace(run(config)), trace(run(config)));
     }
-}
-
-/// Formats a failure for a person: the violation, then the events before it.
-pub fn describe(failure: &Failure) -> String {
-    let mut text = format!(
-        "seed {} violated an invariant: {}\nlast {} events:\n",
-        failure.seed,
-        failure.violation,
-        failure.trace.len()
-    );
-    for line in &failure.trace {
-        let _ = writeln!(text, "  {line}");
-    }
-    text
 }

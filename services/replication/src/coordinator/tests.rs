@@ -85,6 +85,7 @@ impl Scenario {
             epoch: topology.epoch,
             primary: topology.primary.expect("a primary"),
             in_sync,
+            added: Default::default(),
         };
         self.coordinator.alter_in_sync(&request, self.now)
     }
@@ -253,6 +254,7 @@ fn in_sync_changes_are_checked() {
         epoch: topology.epoch - 1,
         primary: 0,
         in_sync: vec![0],
+        added: Default::default(),
     };
     assert!(matches!(
         s.coordinator.alter_in_sync(&stale, s.now),
@@ -541,6 +543,7 @@ fn an_in_sync_change_from_a_primary_not_heard_since_a_restart_is_refused_sim_see
         epoch: 1,
         primary: 0,
         in_sync: vec![0, 1],
+        added: BTreeMap::new(),
     };
     assert_eq!(
         s.coordinator.alter_in_sync(&request, s.now),
@@ -548,6 +551,33 @@ fn an_in_sync_change_from_a_primary_not_heard_since_a_restart_is_refused_sim_see
         "the topology it would publish could not name primary 0, so 0 could not adopt it"
     );
     s.beat(0, 100, Phase::Leading);
+    assert!(s.coordinator.alter_in_sync(&request, s.now).is_ok());
+}
+
+#[test]
+fn adding_a_member_that_restarted_since_it_caught_up_is_refused_sim_seed_4240() {
+    let mut s = Scenario::new(2);
+    s.beat(0, 100, Phase::Joining);
+    s.beat(1, 200, Phase::Joining);
+    // 1 caught up as incarnation 200, then restarted; the primary's request
+    // for 200 reaches the coordinator after 201's heartbeat.
+    s.beat(1, 201, Phase::Joining);
+    let topology = s.topology();
+    let request = AlterInSync {
+        tier: TIER,
+        epoch: topology.epoch,
+        primary: 0,
+        in_sync: vec![0, 1],
+        added: BTreeMap::from([(1, 200)]),
+    };
+    assert_eq!(
+        s.coordinator.alter_in_sync(&request, s.now),
+        Err(AlterError::Restarted(1))
+    );
+    let request = AlterInSync {
+        added: BTreeMap::from([(1, 201)]),
+        ..request
+    };
     assert!(s.coordinator.alter_in_sync(&request, s.now).is_ok());
 }
 
@@ -636,7 +666,7 @@ mod epochs_only_rise {
                         let mut in_sync: Vec<Ordinal> =
                             topology.members.iter().filter(|m| m.in_sync).map(|m| m.ordinal).collect();
                         in_sync.push(ordinal);
-                        let request = AlterInSync { tier: TIER, epoch: topology.epoch, primary, in_sync };
+                        let request = AlterInSync { tier: TIER, epoch: topology.epoch, primary, in_sync, added: Default::default() };
                         coordinator.alter_in_sync(&request, now).into_iter().collect()
                     }
                     Step::RestartCoordinator => {

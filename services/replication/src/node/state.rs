@@ -711,7 +711,9 @@ impl MemberCore {
             .map(|m| m.ordinal)
             .collect();
         in_sync.push(ordinal);
-        Ok(self.alter_request(&self.topology, in_sync))
+        let mut request = self.alter_request(&self.topology, in_sync);
+        request.added.insert(ordinal, incarnation);
+        Ok(request)
     }
 
     /// The coordinator admitted a learner: it is a replica now, once the
@@ -739,6 +741,7 @@ impl MemberCore {
             epoch: topology.epoch,
             primary: self.me,
             in_sync,
+            added: BTreeMap::new(),
         }
     }
 
