@@ -77,3 +77,8 @@ fn a_learner_in_doubt_was_dropped_after_a_failed_send_seed_1805() {
 fn a_restarted_learner_was_added_to_the_in_sync_set_seed_4240() {
     check(4240);
 }
+
+#[test]
+fn a_learner_in_doubt_that_missed_a_batch_was_admitted_seed_6149() {
+    check(6149);
+}

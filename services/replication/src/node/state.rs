@@ -253,6 +253,10 @@ struct Learner {
     in_doubt: Option<Epoch>,
     /// The index of the snapshot this registration began with.
     snapshot_index: LogIndex,
+    /// A send to it failed while its admission was in doubt: it stays a
+    /// target, but may lack a write, so it is never admitted on this
+    /// registration (simulator seed 6149).
+    missed_batch: bool,
 }
 
 /// The member's whole decision state.
@@ -424,7 +428,7 @@ impl MemberCore {
             if learner.in_doubt.is_some_and(|asked| topology.epoch > asked) {
                 learner.in_doubt = None; // the coordinator's answer is known now
             }
-            true
+            learner.in_doubt.is_some() || !learner.missed_batch
         });
         self.topology = topology;
         self.effects.push(Effect::TopologyAdopted { epoch });
@@ -612,7 +616,11 @@ impl MemberCore {
         // acknowledged without a member the coordinator may count in sync
         // (simulator seed 1805).
         self.learners.retain(|ordinal, learner| {
-            learner.in_doubt.is_some() || !failed.iter().any(|t| t.ordinal == *ordinal)
+            if !failed.iter().any(|t| t.ordinal == *ordinal) {
+                return true;
+            }
+            learner.missed_batch = true;
+            learner.in_doubt.is_some()
         });
         if !failed.iter().any(|t| t.in_sync) {
             return Settlement::Done;
@@ -664,6 +672,7 @@ impl MemberCore {
             peer,
             in_doubt: None,
             snapshot_index: index,
+            missed_batch: false,
         };
         self.learners.insert(ordinal, learner);
         Ok(SnapshotGrant {
@@ -697,7 +706,8 @@ impl MemberCore {
         match self.learners.get_mut(&ordinal) {
             Some(learner)
                 if learner.incarnation == incarnation
-                    && learner.snapshot_index == snapshot_index =>
+                    && learner.snapshot_index == snapshot_index
+                    && !learner.missed_batch =>
             {
                 learner.in_doubt = Some(epoch);
             }
@@ -733,6 +743,8 @@ impl MemberCore {
         if let Some(learner) = self.learners.get_mut(&ordinal) {
             learner.in_doubt = None;
         }
+        self.learners
+            .retain(|_, learner| learner.in_doubt.is_some() || !learner.missed_batch);
     }
 
     fn alter_request(&self, topology: &Topology, in_sync: Vec<Ordinal>) -> AlterInSync {

@@ -689,3 +689,33 @@ fn a_learner_in_doubt_that_fails_stays_a_target_until_a_topology_settles_it_sim_
             .any(|t| t.ordinal == 2 && t.in_sync)
     );
 }
+
+#[test]
+fn a_learner_in_doubt_that_missed_a_batch_is_never_admitted_on_that_registration_sim_seed_6149() {
+    let mut core = leading_primary();
+    core.grant_snapshot(2, 30, "peer-2".into(), 0)
+        .expect("grant");
+    core.admit(2, 30, 0).expect("admit");
+    core.in_sync_altered(AlterAnswer::Failed);
+    let leadership = core.lead().expect("leading");
+    let results: Vec<(Target, SendOutcome)> = leadership
+        .targets
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                if t.ordinal == 2 {
+                    SendOutcome::Failed
+                } else {
+                    SendOutcome::Acked
+                },
+            )
+        })
+        .collect();
+    core.settle(&leadership, &results);
+    assert_eq!(
+        core.admit(2, 30, 0),
+        Err(Refusal::NotALearner),
+        "it may lack the batch it missed"
+    );
+}
