@@ -201,6 +201,7 @@ async fn admit_learners(
         epoch: topology.epoch,
         primary: state.ordinal,
         in_sync: in_sync.into_iter().chain([learner.ordinal]).collect(),
+        added: Default::default(),
     };
     let _ = client
         .post(endpoint.url("in-sync"))

@@ -93,6 +93,9 @@ pub enum AlterError {
     MissingPrimary,
     #[error("member {0} is not live")]
     NotLive(Ordinal),
+    /// The member restarted since the primary brought it up to date.
+    #[error("member {0} restarted since it caught up")]
+    Restarted(Ordinal),
 }
 
 /// What `bookstore status` and the operator show of a tier.
@@ -139,6 +142,9 @@ struct TierState {
     in_sync: BTreeMap<Ordinal, u64>,
     members: BTreeMap<Ordinal, MemberRecord>,
     memory: Memory,
+    /// A change was decided while the tier withheld its topology (see
+    /// [`TierState::withholding`]); it is published when that ends.
+    held_back: bool,
 }
 
 /// The coordinator of every replicated tier of one store.
@@ -175,6 +181,7 @@ impl Coordinator {
                     in_sync: BTreeMap::new(),
                     members: BTreeMap::new(),
                     memory: Memory::Bootstrapping,
+                    held_back: false,
                 };
                 match durable.get(&tier) {
                     Some(record) if !record.in_sync.is_empty() => {
@@ -227,14 +234,22 @@ impl Coordinator {
         }
     }
 
-    /// The current topology of `tier`.
+    /// The current topology of `tier`, for its members; `None` for an
+    /// unknown tier, and while a resumed tier has not heard from every
+    /// recorded in-sync member: a topology lists only members heard from,
+    /// so it would hide an in-sync member from the primary, which would
+    /// then acknowledge writes that member lacks (the simulator's seed 0 of
+    /// `sim::tests`, found with `cargo run --example simulate`). The
+    /// members keep the topology they have until then.
     pub fn topology(&self, tier: Role, now: Instant) -> Option<Topology> {
         self.tiers
             .get(&tier)
+            .filter(|state| !state.withholding())
             .map(|state| state.topology(now, self.config.liveness_timeout()))
     }
 
-    /// The current topology of every tier.
+    /// The current topology of every tier, for status (see
+    /// [`Coordinator::topology`] for what members are told).
     pub fn topologies(&self, now: Instant) -> Vec<Topology> {
         self.tiers
             .values()
@@ -346,6 +361,18 @@ impl Coordinator {
         if state.primary != Some(request.primary) {
             return Err(AlterError::NotPrimary(request.primary));
         }
+        // A primary not heard from (a restarted coordinator has not heard
+        // it yet) would not be named in the topology this change publishes,
+        // so it could not adopt it and would go on without the member it
+        // asked to add (simulator seed 237).
+        if !state.is_live(request.primary, now, timeout) {
+            return Err(AlterError::NotLive(request.primary));
+        }
+        if let Some(&unheard) = state.unheard_in_sync().first()
+            && state.withholding()
+        {
+            return Err(AlterError::NotLive(unheard));
+        }
         let wanted: BTreeSet<Ordinal> = request.in_sync.iter().copied().collect();
         if !wanted.contains(&request.primary) {
             return Err(AlterError::MissingPrimary);
@@ -356,6 +383,13 @@ impl Coordinator {
             .find(|&&o| !state.is_live(o, now, timeout))
         {
             return Err(AlterError::NotLive(added));
+        }
+        if let Some((&added, _)) = request
+            .added
+            .iter()
+            .find(|&(&o, &incarnation)| state.incarnation_of(o) != incarnation)
+        {
+            return Err(AlterError::Restarted(added));
         }
         let reason = describe_in_sync_change(state.tier, &current, &wanted);
         state.in_sync = wanted
@@ -418,6 +452,14 @@ impl TierState {
             .collect()
     }
 
+    /// True while a resumed tier has not heard from every recorded in-sync
+    /// member: a topology lists only members heard from, so any topology
+    /// now would hide an in-sync member from the primary. Nothing is
+    /// published or answered until then.
+    fn withholding(&self) -> bool {
+        matches!(self.memory, Memory::Resuming { .. }) && !self.unheard_in_sync().is_empty()
+    }
+
     /// Ends a resumed tier's wait once every recorded in-sync member has
     /// been heard from, or the wait is over.
     fn end_resume_if_due(&mut self, now: Instant) {
@@ -436,6 +478,15 @@ impl TierState {
         mut reasons: Vec<String>,
     ) -> Option<Published> {
         self.end_resume_if_due(now);
+        if self.held_back && !self.withholding() {
+            // Members may hold a topology pushed before the restart that the
+            // held-back changes superseded: a new epoch tells them all.
+            self.held_back = false;
+            reasons.push(format!(
+                "{} resumed: publishing the changes decided while waiting for its in-sync members",
+                self.tier
+            ));
+        }
         if self.memory == Memory::Bootstrapping {
             self.try_bootstrap(now, timeout, &mut reasons);
         }
@@ -475,6 +526,12 @@ impl TierState {
             return None;
         }
         self.epoch += 1;
+        if self.withholding() {
+            // Decided and kept (saved with the next change published), but
+            // not published: see `withholding` (simulator seed 343).
+            self.held_back = true;
+            return None;
+        }
         Some(Published {
             topology: self.topology(now, timeout),
             reason: reasons.join("; "),

@@ -274,7 +274,10 @@ impl CoordinatorServer {
             .coordinator
             .topology(heartbeat.tier, Instant::now())
             .ok_or_else(|| {
-                ApiError::NotFound(format!("{} is not a replicated tier", heartbeat.tier))
+                ApiError::Unavailable(format!(
+                    "no topology for {} now (not a replicated tier, or resuming and waiting for its in-sync members)",
+                    heartbeat.tier
+                ))
             })
     }
 

@@ -6,11 +6,13 @@
 //! - [`coordinator_server`]: the coordinator served over HTTP (`bookstore up`).
 //! - [`store`]: the embedded database (SQLite in WAL mode) a member keeps.
 //! - [`node`]: a replicated member: group commit, replication, resync, fencing.
+//! - [`sim`]: a deterministic simulation of a whole tier over the pure cores.
 
 pub mod coordinator;
 pub mod coordinator_server;
 pub mod directory;
 pub mod node;
 pub mod rule;
+pub mod sim;
 pub mod store;
 pub mod topology;

@@ -4,6 +4,8 @@
 //! and each member's liveness and in-sync state. Members send [`Heartbeat`]s;
 //! the primary asks for in-sync set changes with [`AlterInSync`].
 
+use std::collections::BTreeMap;
+
 use bookstore_core::cluster::{Ordinal, Role};
 use serde::{Deserialize, Serialize};
 
@@ -132,4 +134,9 @@ pub struct AlterInSync {
     pub epoch: Epoch,
     pub primary: Ordinal,
     pub in_sync: Vec<Ordinal>,
+    /// The incarnation of each member the request adds, as the primary
+    /// brought it up to date: the request names ordinals, and the process
+    /// now behind one may have restarted since (simulator seed 4240).
+    #[serde(default)]
+    pub added: BTreeMap<Ordinal, u64>,
 }

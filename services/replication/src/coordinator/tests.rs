@@ -54,7 +54,7 @@ impl Scenario {
             peer: format!("127.0.0.1:{}", 9000 + ordinal),
             public: format!("127.0.0.1:{}", 8000 + ordinal),
             phase,
-            epoch: self.topology().epoch,
+            epoch: self.coordinator.status(self.now)[0].epoch,
             applied,
             data_epoch,
         };
@@ -85,6 +85,7 @@ impl Scenario {
             epoch: topology.epoch,
             primary: topology.primary.expect("a primary"),
             in_sync,
+            added: Default::default(),
         };
         self.coordinator.alter_in_sync(&request, self.now)
     }
@@ -253,6 +254,7 @@ fn in_sync_changes_are_checked() {
         epoch: topology.epoch - 1,
         primary: 0,
         in_sync: vec![0],
+        added: Default::default(),
     };
     assert!(matches!(
         s.coordinator.alter_in_sync(&stale, s.now),
@@ -398,7 +400,16 @@ fn a_restarted_coordinator_keeps_a_running_primary_without_a_new_epoch() {
     let durable = record(7, 0, &[(0, 100), (1, 200)]);
     let mut s = Scenario::resumed(2, &durable, Instant::now());
     assert!(s.beat(1, 200, Phase::Following).is_none());
-    assert_eq!(s.topology().primary, Some(0), "1 does not take over");
+    assert_eq!(
+        s.coordinator.status(s.now)[0].primary,
+        Some(0),
+        "1 does not take over"
+    );
+    assert_eq!(
+        s.coordinator.topology(TIER, s.now),
+        None,
+        "0 is not heard yet"
+    );
     assert!(s.beat(0, 100, Phase::Leading).is_none());
     let changes = s.run_for(
         Duration::from_secs(10),
@@ -415,9 +426,12 @@ fn a_resumed_tier_elects_nobody_until_the_recorded_in_sync_members_are_heard() {
     let mut s = Scenario::resumed(2, &durable, Instant::now());
     // 1 (the recorded primary) restarted and comes first; 0, a lower
     // in-sync ordinal, is not heard yet: 1 leaves, and nobody leads yet.
-    let published = s.beat(1, 201, Phase::Joining).expect("1 restarted");
-    assert_eq!(published.topology.primary, None);
-    assert!(published.topology.epoch > 7);
+    // The change is decided but held back: a topology now could not list
+    // in-sync member 0.
+    assert_eq!(s.beat(1, 201, Phase::Joining), None);
+    let status = s.coordinator.status(s.now)[0].clone();
+    assert_eq!(status.primary, None);
+    assert!(status.epoch > 7);
     assert!(
         s.coordinator.status(s.now)[0]
             .waiting
@@ -427,6 +441,29 @@ fn a_resumed_tier_elects_nobody_until_the_recorded_in_sync_members_are_heard() {
     );
     let published = s.beat(0, 101, Phase::Joining).expect("0 is back");
     assert_eq!(published.topology.primary, Some(0));
+    assert!(published.topology.epoch > status.epoch);
+}
+
+#[test]
+fn a_resumed_tier_publishes_nothing_until_its_in_sync_members_are_heard_sim_seed_343() {
+    let durable = record(19, 0, &[(0, 100), (1, 200), (2, 300)]);
+    let mut s = Scenario::resumed(3, &durable, Instant::now());
+    // 1 restarted: it leaves the in-sync set, but a topology now would not
+    // list 0 and 2, and whoever adopted it would ignore the complete one
+    // of the same epoch later.
+    assert_eq!(s.beat(1, 201, Phase::Joining), None);
+    assert_eq!(s.beat(0, 100, Phase::Leading), None);
+    let published = s.beat(2, 300, Phase::Following).expect("held-back change");
+    assert!(published.topology.epoch > 20);
+    assert_eq!(published.topology.primary, Some(0));
+    let in_sync: Vec<Ordinal> = published
+        .topology
+        .members
+        .iter()
+        .filter(|m| m.in_sync)
+        .map(|m| m.ordinal)
+        .collect();
+    assert_eq!(in_sync, vec![0, 2]);
 }
 
 #[test]
@@ -478,6 +515,70 @@ fn a_failed_save_rolls_back_and_the_change_is_decided_again() {
     let again = s.advance(Duration::from_millis(250)).pop().expect("again");
     assert_eq!(again.topology.primary, Some(1));
     assert_eq!(again.topology.epoch, failover.topology.epoch);
+}
+
+#[test]
+fn a_resumed_tier_tells_members_no_topology_until_its_in_sync_members_are_heard_sim_seed_0() {
+    let now = Instant::now();
+    let durable = record(4, 0, &[(0, 100), (1, 200)]);
+    let mut s = Scenario::resumed(3, &durable, now);
+    s.beat(0, 100, Phase::Leading);
+    assert_eq!(
+        s.coordinator.topology(TIER, s.now),
+        None,
+        "a topology now would list in-sync member 1 nowhere, and primary 0 would stop replicating to it"
+    );
+    s.beat(1, 200, Phase::Following);
+    assert_eq!(s.in_sync(), vec![0, 1]);
+}
+
+#[test]
+fn an_in_sync_change_from_a_primary_not_heard_since_a_restart_is_refused_sim_seed_237() {
+    let now = Instant::now();
+    let durable = record(1, 0, &[(0, 100)]);
+    let mut s = Scenario::resumed(2, &durable, now);
+    s.beat(1, 200, Phase::CatchingUp);
+    let request = AlterInSync {
+        tier: TIER,
+        epoch: 1,
+        primary: 0,
+        in_sync: vec![0, 1],
+        added: BTreeMap::new(),
+    };
+    assert_eq!(
+        s.coordinator.alter_in_sync(&request, s.now),
+        Err(AlterError::NotLive(0)),
+        "the topology it would publish could not name primary 0, so 0 could not adopt it"
+    );
+    s.beat(0, 100, Phase::Leading);
+    assert!(s.coordinator.alter_in_sync(&request, s.now).is_ok());
+}
+
+#[test]
+fn adding_a_member_that_restarted_since_it_caught_up_is_refused_sim_seed_4240() {
+    let mut s = Scenario::new(2);
+    s.beat(0, 100, Phase::Joining);
+    s.beat(1, 200, Phase::Joining);
+    // 1 caught up as incarnation 200, then restarted; the primary's request
+    // for 200 reaches the coordinator after 201's heartbeat.
+    s.beat(1, 201, Phase::Joining);
+    let topology = s.topology();
+    let request = AlterInSync {
+        tier: TIER,
+        epoch: topology.epoch,
+        primary: 0,
+        in_sync: vec![0, 1],
+        added: BTreeMap::from([(1, 200)]),
+    };
+    assert_eq!(
+        s.coordinator.alter_in_sync(&request, s.now),
+        Err(AlterError::Restarted(1))
+    );
+    let request = AlterInSync {
+        added: BTreeMap::from([(1, 201)]),
+        ..request
+    };
+    assert!(s.coordinator.alter_in_sync(&request, s.now).is_ok());
 }
 
 #[test]
@@ -560,12 +661,12 @@ mod epochs_only_rise {
                         coordinator.mark_down(TIER, ordinal, now).into_iter().collect()
                     }
                     Step::Admit { ordinal } => {
-                        let topology = coordinator.topology(TIER, now).expect("tier");
+                        let Some(topology) = coordinator.topology(TIER, now) else { continue };
                         let Some(primary) = topology.primary else { continue };
                         let mut in_sync: Vec<Ordinal> =
                             topology.members.iter().filter(|m| m.in_sync).map(|m| m.ordinal).collect();
                         in_sync.push(ordinal);
-                        let request = AlterInSync { tier: TIER, epoch: topology.epoch, primary, in_sync };
+                        let request = AlterInSync { tier: TIER, epoch: topology.epoch, primary, in_sync, added: Default::default() };
                         coordinator.alter_in_sync(&request, now).into_iter().collect()
                     }
                     Step::RestartCoordinator => {

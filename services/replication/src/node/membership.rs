@@ -1,5 +1,6 @@
-//! A member's place in its tier: heartbeats to the coordinator, adopting the
-//! topologies it publishes, promotion, fencing, and the resync of a joiner.
+//! A member's place in its tier, as I/O: heartbeats to the coordinator,
+//! topologies handed to the core, the promotion hook, and the resync steps
+//! the core asks for. Every decision is [`super::state::MemberCore`]'s.
 //!
 //! A joiner resyncs in three steps:
 //! 1. It asks the primary for a snapshot; from that moment the primary sends
@@ -17,11 +18,12 @@ use bookstore_core::ApiError;
 use bookstore_core::peer::PeerClient;
 use tokio::sync::oneshot;
 
-use super::messages::{Done, JoinRequest, ReplicateRequest, SnapshotRequest, SnapshotResponse};
+use super::messages::{Done, JoinRequest, SnapshotRequest, SnapshotResponse};
+use super::state::ResyncStep;
 use super::writer::WriterOp;
 use super::{Shared, writer_gone};
 use crate::store::StateMachine;
-use crate::topology::{Heartbeat, Phase, Topology};
+use crate::topology::{Epoch, Heartbeat, Phase, Topology};
 
 /// How often a joiner checks whether it can make progress on its resync.
 const RESYNC_POLL: Duration = Duration::from_millis(100);
@@ -71,139 +73,35 @@ impl<M: StateMachine> Shared<M> {
 
     /// This member's heartbeat, or `None` while shut down (it plays dead).
     fn heartbeat(&self) -> Option<Heartbeat> {
-        let state = self.lock_state();
-        if state.phase == Phase::ShutDown {
+        let core = self.lock_core();
+        if core.phase() == Phase::ShutDown {
             return None;
         }
         Some(Heartbeat {
             tier: self.config.tier,
             ordinal: self.config.ordinal,
-            incarnation: state.incarnation,
+            incarnation: core.incarnation(),
             peer: self.config.peer_addr.clone(),
             public: self.config.public_addr.clone(),
-            phase: state.phase,
-            epoch: state.topology.epoch,
+            phase: core.phase(),
+            epoch: core.topology().epoch,
             applied: self.applied.load(std::sync::atomic::Ordering::Acquire),
             data_epoch: self.data_epoch.load(std::sync::atomic::Ordering::Acquire),
         })
-    }
-
-    /// Accepts a batch only from the primary this member's data derives from,
-    /// in its current leadership.
-    pub(super) fn check_leader(
-        &self,
-        request: &ReplicateRequest<M::Command>,
-    ) -> Result<(), ApiError> {
-        let mut state = self.lock_state();
-        if request.epoch < state.leader_since {
-            return Err(ApiError::StaleEpoch(format!(
-                "batch from epoch {} but primary {:?} took over at epoch {}",
-                request.epoch, state.topology.primary, state.leader_since
-            )));
-        }
-        let from_my_primary = state.following == Some((request.leader, request.leader_incarnation));
-        match state.phase {
-            Phase::Following | Phase::CatchingUp if from_my_primary => Ok(()),
-            Phase::Following | Phase::CatchingUp => {
-                // A newer primary we have not heard of: our data may differ.
-                self.set_phase(&mut state, Phase::Joining);
-                state.following = None;
-                Err(ApiError::Unavailable(
-                    "batch from an unknown primary; resyncing".to_owned(),
-                ))
-            }
-            Phase::Leading => {
-                drop(state);
-                self.fence("received a batch from a newer primary");
-                Err(ApiError::Unavailable("was primary; resyncing".to_owned()))
-            }
-            phase => Err(ApiError::Unavailable(format!(
-                "member is {}",
-                phase.as_str()
-            ))),
-        }
     }
 }
 
 /// Adopts a topology from the coordinator (pushed, or in a heartbeat answer).
 pub(super) fn adopt<M: StateMachine>(shared: &Arc<Shared<M>>, topology: Topology) {
-    let me = shared.config.ordinal;
-    let mut state = shared.lock_state();
-    if state.phase == Phase::ShutDown || topology.tier != shared.config.tier {
-        return;
-    }
-    if topology.epoch <= state.topology.epoch {
-        return;
-    }
-    // A topology that does not name this process is about a previous
-    // incarnation (or predates this member); the next heartbeat fixes that.
-    if topology.member(me).map(|m| m.incarnation) != Some(state.incarnation) {
-        return;
-    }
-    let primary = topology
-        .primary_member()
-        .map(|p| (p.ordinal, p.incarnation));
-    let old_primary = state
-        .topology
-        .primary_member()
-        .map(|p| (p.ordinal, p.incarnation));
-    if primary != old_primary {
-        state.leader_since = topology.epoch;
-    }
-    shared.metrics.epoch.set(topology.epoch as i64);
-    let in_sync = topology.is_in_sync(me);
-    let epoch = topology.epoch;
-    state.topology = topology;
-    let promote = match (primary.map(|p| p.0) == Some(me), state.phase) {
-        (true, Phase::Leading) => false,
-        (true, _) => true,
-        (false, Phase::Leading) => {
-            tracing::warn!(
-                ordinal = me,
-                epoch,
-                "a newer topology names another primary: stepping down"
-            );
-            state.following = None;
-            shared.set_phase(&mut state, Phase::Joining);
-            false
-        }
-        (false, Phase::Following) => {
-            if !in_sync || state.following != primary {
-                state.following = None;
-                shared.set_phase(&mut state, Phase::Joining);
-            }
-            false
-        }
-        (false, Phase::CatchingUp) => {
-            if state.following != primary {
-                state.following = None;
-                shared.set_phase(&mut state, Phase::Joining);
-            } else if in_sync {
-                shared.set_phase(&mut state, Phase::Following);
-            }
-            false
-        }
-        (false, _) => false,
-    };
-    drop(state);
-    if promote {
-        tokio::spawn(promote_to_primary(shared.clone(), epoch));
-    }
+    shared.with_core(|core| core.adopt(topology));
 }
 
 /// Becomes primary: first the promotion hook (the catalog clears the cache,
 /// which may hold reads of writes the old primary never acknowledged), then
 /// writes are taken.
-async fn promote_to_primary<M: StateMachine>(shared: Arc<Shared<M>>, epoch: u64) {
+pub(super) async fn promote_to_primary<M: StateMachine>(shared: Arc<Shared<M>>, epoch: Epoch) {
     (shared.on_promote)().await;
-    let mut state = shared.lock_state();
-    let me = shared.config.ordinal;
-    let still_mine = state.topology.primary == Some(me) && state.topology.epoch >= epoch;
-    if still_mine && !matches!(state.phase, Phase::Leading | Phase::ShutDown) {
-        state.following = Some((me, state.incarnation));
-        shared.set_phase(&mut state, Phase::Leading);
-        shared.metrics.promotions.inc();
-    }
+    shared.with_core(|core| core.promotion_ready(epoch));
 }
 
 /// Drives a joiner through its resync, one step at a time.
@@ -211,24 +109,15 @@ async fn resync_loop<M: StateMachine>(shared: Arc<Shared<M>>) {
     let mut backoff = RESYNC_BACKOFF;
     loop {
         tokio::time::sleep(RESYNC_POLL).await;
-        let (phase, primary, following) = {
-            let state = shared.lock_state();
-            let me = shared.config.ordinal;
-            let primary = state
-                .topology
-                .primary_member()
-                .filter(|p| p.ordinal != me && p.live)
-                .map(|p| (p.ordinal, p.peer.clone()));
-            (state.phase, primary, state.following)
-        };
-        let result = match (phase, primary) {
-            (Phase::Joining, Some((_, peer))) => fetch_snapshot(&shared, &peer).await,
-            (Phase::CatchingUp, Some((ordinal, peer)))
-                if following.map(|f| f.0) == Some(ordinal) =>
-            {
-                ask_to_join(&shared, &peer).await
-            }
-            _ => Ok(()),
+        let step = shared.lock_core().resync_step();
+        let result = match step {
+            Some(ResyncStep::FetchSnapshot { peer, .. }) => fetch_snapshot(&shared, &peer).await,
+            Some(ResyncStep::AskToJoin {
+                peer,
+                snapshot_index,
+                ..
+            }) => ask_to_join(&shared, &peer, snapshot_index).await,
+            None => Ok(()),
         };
         match result {
             Ok(()) => backoff = RESYNC_BACKOFF,
@@ -248,7 +137,7 @@ async fn fetch_snapshot<M: StateMachine>(
     peer: &str,
 ) -> Result<(), ApiError> {
     let started = Instant::now();
-    let incarnation = shared.lock_state().incarnation;
+    let incarnation = shared.lock_core().incarnation();
     let request = SnapshotRequest {
         ordinal: shared.config.ordinal,
         incarnation,
@@ -281,10 +170,15 @@ async fn fetch_snapshot<M: StateMachine>(
 }
 
 /// Step 3: ask the primary to admit this member to the in-sync set.
-async fn ask_to_join<M: StateMachine>(shared: &Arc<Shared<M>>, peer: &str) -> Result<(), ApiError> {
+async fn ask_to_join<M: StateMachine>(
+    shared: &Arc<Shared<M>>,
+    peer: &str,
+    snapshot_index: crate::topology::LogIndex,
+) -> Result<(), ApiError> {
     let request = JoinRequest {
         ordinal: shared.config.ordinal,
-        incarnation: shared.lock_state().incarnation,
+        incarnation: shared.lock_core().incarnation(),
+        snapshot_index,
     };
     let joined: Result<Done, _> = shared
         .peers
@@ -297,29 +191,18 @@ async fn ask_to_join<M: StateMachine>(shared: &Arc<Shared<M>>, peer: &str) -> Re
         .await;
     if let Err(error) = joined {
         // The primary no longer knows us as a learner: start over.
-        let mut state = shared.lock_state();
-        if state.phase == Phase::CatchingUp {
-            state.following = None;
-            shared.set_phase(&mut state, Phase::Joining);
-        }
+        shared.with_core(|core| core.join_refused());
         return Err(error.into());
     }
     Ok(())
 }
 
 /// Fault injection: behave as crashed (no heartbeats, no service).
-pub(super) fn shut_down<M: StateMachine>(shared: &Shared<M>) {
-    let mut state = shared.lock_state();
-    state.following = None;
-    shared.set_phase(&mut state, Phase::ShutDown);
+pub(super) fn shut_down<M: StateMachine>(shared: &Arc<Shared<M>>) {
+    shared.with_core(|core| core.shut_down());
 }
 
 /// Fault injection: come back as a new incarnation that must resync.
-pub(super) fn recover<M: StateMachine>(shared: &Shared<M>) {
-    let mut state = shared.lock_state();
-    if state.phase == Phase::ShutDown {
-        state.incarnation = fastrand::u64(1..);
-        state.following = None;
-        shared.set_phase(&mut state, Phase::Joining);
-    }
+pub(super) fn recover<M: StateMachine>(shared: &Arc<Shared<M>>) {
+    shared.with_core(|core| core.recover(fastrand::u64(1..)));
 }

@@ -1,8 +1,15 @@
-//! The peer messages of the replication protocol.
+//! The peer messages of the replication protocol, and how a member's
+//! refusals travel on the wire.
 
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bookstore_core::ApiError;
 use bookstore_core::cluster::{Ordinal, Role};
+use bookstore_core::error::error_response;
+use bookstore_core::peer::PeerError;
 use serde::{Deserialize, Serialize};
 
+use super::state::Refusal;
 use crate::topology::{Epoch, LogIndex, Phase};
 
 /// One write of the replicated log.
@@ -50,6 +57,10 @@ pub struct SnapshotResponse<S> {
 pub struct JoinRequest {
     pub ordinal: Ordinal,
     pub incarnation: u64,
+    /// The index of the snapshot the learner installed (0 from a member
+    /// that predates this field: it is then refused and fetches again).
+    #[serde(default)]
+    pub snapshot_index: LogIndex,
 }
 
 /// An empty acknowledgement.
@@ -73,4 +84,61 @@ pub struct MemberStatus {
     pub applied_index: LogIndex,
     pub digest: String,
     pub incarnation: u64,
+}
+
+/// How a member's peer routes fail: a typed refusal (its reason is the error
+/// body's `code`, see [`Refusal::code`]), or any other error.
+#[derive(Debug, thiserror::Error)]
+pub enum MemberError {
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+impl From<Refusal> for MemberError {
+    fn from(refusal: Refusal) -> Self {
+        Self::Refused(refusal)
+    }
+}
+
+impl From<MemberError> for ApiError {
+    /// For callers outside the peer API (a service's own write): a refusal
+    /// becomes "retry after learning the topology" (409) or "retry later"
+    /// (503).
+    fn from(error: MemberError) -> Self {
+        match error {
+            MemberError::Refused(refusal) if refusal.is_conflict() => {
+                ApiError::StaleEpoch(refusal.to_string())
+            }
+            MemberError::Refused(refusal) => ApiError::Unavailable(refusal.to_string()),
+            MemberError::Api(error) => error,
+        }
+    }
+}
+
+impl IntoResponse for MemberError {
+    fn into_response(self) -> Response {
+        match self {
+            MemberError::Refused(refusal) => {
+                let status = if refusal.is_conflict() {
+                    StatusCode::CONFLICT
+                } else {
+                    StatusCode::SERVICE_UNAVAILABLE
+                };
+                error_response(status, refusal.code(), refusal.to_string())
+            }
+            MemberError::Api(error) => error.into_response(),
+        }
+    }
+}
+
+/// The refusal a peer's error answer names, if it names one.
+pub fn refusal_of(error: &PeerError) -> Option<Refusal> {
+    match error {
+        PeerError::Status {
+            body: Some(body), ..
+        } => Refusal::from_code(&body.error.code),
+        _ => None,
+    }
 }

@@ -3,6 +3,9 @@
 //! and fences itself when it learns of a newer primary.
 //!
 //! The parts, one concept a module:
+//! - [`state`]: the member's decisions (phase, whom it follows, whom it
+//!   replicates to, what it refuses), a pure state machine; the modules
+//!   below only carry out its answers and effects.
 //! - [`writer`]: the single task that owns the database and applies batches
 //!   (group commit on the primary, replicated batches on a replica).
 //! - [`membership`]: heartbeats, topology changes and the resync of a joiner.
@@ -24,6 +27,7 @@ mod membership;
 pub mod messages;
 mod metrics;
 mod routes;
+pub mod state;
 mod writer;
 
 use std::future::Future;
@@ -44,8 +48,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::store::{self, StateMachine};
 use crate::topology::{Epoch, LogIndex, Phase, Topology};
-use messages::MemberStatus;
+use messages::{MemberError, MemberStatus};
 use metrics::ReplicationMetrics;
+use state::{Effect, MemberCore};
 use writer::{Writer, WriterOp};
 
 /// How long a replica waits for an earlier batch (or its own snapshot) before
@@ -106,26 +111,14 @@ pub enum NodeError {
     },
 }
 
-/// What a member knows about its place in the tier.
-#[derive(Debug, Clone)]
-struct NodeState {
-    phase: Phase,
-    incarnation: u64,
-    topology: Topology,
-    /// The epoch at which the current primary took over, as this member saw
-    /// it: batches from an older epoch come from a deposed primary.
-    leader_since: Epoch,
-    /// The primary (ordinal, incarnation) this member's data derives from.
-    following: Option<(Ordinal, u64)>,
-}
-
 /// State shared by the node's tasks and handlers.
 struct Shared<M: StateMachine> {
     config: NodeConfig,
     token: PeerToken,
     peers: PeerClient,
     replication_peers: PeerClient,
-    state: Mutex<NodeState>,
+    /// The member's decisions; change it only through [`Shared::with_core`].
+    core: Mutex<MemberCore>,
     /// Bumped on every phase or applied-index change, for waiters.
     progress: watch::Sender<u64>,
     applied: AtomicU64,
@@ -183,19 +176,13 @@ impl<M: StateMachine> Node<M> {
         let replication_metrics = ReplicationMetrics::new(&metrics, config.tier, config.ordinal);
         let (writer_tx, writer_rx) = mpsc::channel(WRITER_QUEUE);
         let (progress, _) = watch::channel(0);
-        let state = NodeState {
-            phase: Phase::Joining,
-            incarnation: fastrand::u64(1..),
-            topology: Topology::unknown(config.tier),
-            leader_since: 0,
-            following: None,
-        };
+        let core = MemberCore::new(config.tier, config.ordinal, fastrand::u64(1..));
         let shared = Arc::new(Shared {
             peers: PeerClient::new(token.clone(), metrics.clone()),
             replication_peers: PeerClient::with_timeout(token.clone(), metrics, REPLICATE_TIMEOUT),
             token,
             config,
-            state: Mutex::new(state),
+            core: Mutex::new(core),
             progress,
             applied: AtomicU64::new(position.applied),
             data_epoch: AtomicU64::new(position.epoch),
@@ -222,26 +209,18 @@ impl<M: StateMachine> Node<M> {
     /// Executes a write: here if this member is the primary, otherwise on
     /// the primary (a replica forwards writes, as in the original).
     pub async fn submit(&self, command: M::Command) -> Result<M::Output, ApiError> {
-        let primary_url = {
-            let state = self.shared.lock_state();
-            match state.phase {
-                Phase::Leading => None,
-                Phase::ShutDown => return Err(shut_down()),
-                _ => Some(
-                    state
-                        .topology
-                        .primary_member()
-                        .filter(|p| p.ordinal != self.shared.config.ordinal)
-                        .map(|p| format!("http://{}", p.peer))
-                        .ok_or_else(|| {
-                            ApiError::Unavailable(format!(
-                                "{} has no primary right now",
-                                self.shared.config.tier
-                            ))
-                        })?,
-                ),
-            }
-        };
+        let primary_url = self
+            .shared
+            .lock_core()
+            .route_write()
+            .map_err(|refusal| match refusal {
+                state::Refusal::NotPrimary => ApiError::Unavailable(format!(
+                    "{} has no primary right now",
+                    self.shared.config.tier
+                )),
+                refusal => ApiError::from(MemberError::from(refusal)),
+            })?
+            .map(|peer| format!("http://{peer}"));
         match primary_url {
             None => self.submit_here(command).await,
             Some(url) => {
@@ -268,7 +247,7 @@ impl<M: StateMachine> Node<M> {
             .send(WriterOp::Submit { command, reply })
             .await
             .map_err(|_| writer_gone())?;
-        answer.await.map_err(|_| writer_gone())?
+        Ok(answer.await.map_err(|_| writer_gone())??)
     }
 
     /// Reads the published state, with the log index it is at least as new
@@ -283,8 +262,8 @@ impl<M: StateMachine> Node<M> {
     /// Fails with 503 while the member is shut down by fault injection; the
     /// service wraps its public routes with it.
     pub fn check_available(&self) -> Result<(), ApiError> {
-        match self.shared.lock_state().phase {
-            Phase::ShutDown => Err(shut_down()),
+        match self.shared.lock_core().phase() {
+            Phase::ShutDown => Err(ApiError::from(MemberError::from(state::Refusal::ShutDown))),
             _ => Ok(()),
         }
     }
@@ -302,16 +281,16 @@ impl<M: StateMachine> Node<M> {
     }
 
     pub fn is_primary(&self) -> bool {
-        self.shared.lock_state().phase == Phase::Leading
+        self.shared.lock_core().phase() == Phase::Leading
     }
 
     pub fn phase(&self) -> Phase {
-        self.shared.lock_state().phase
+        self.shared.lock_core().phase()
     }
 
     /// The latest topology this member accepted.
     pub fn topology(&self) -> Topology {
-        self.shared.lock_state().topology.clone()
+        self.shared.lock_core().topology().clone()
     }
 
     /// What `bookstore status` shows for this member.
@@ -321,15 +300,58 @@ impl<M: StateMachine> Node<M> {
 }
 
 impl<M: StateMachine> Shared<M> {
-    fn lock_state(&self) -> MutexGuard<'_, NodeState> {
+    /// The core, for reading; changes go through [`Shared::with_core`].
+    fn lock_core(&self) -> MutexGuard<'_, MemberCore> {
         // A panic while holding this lock is a bug; the state is still valid.
-        self.state
+        self.core
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Runs one decision of the core, then carries out the effects it
+    /// queued (outside the lock).
+    fn with_core<R>(self: &Arc<Self>, decide: impl FnOnce(&mut MemberCore) -> R) -> R {
+        let (result, effects) = {
+            let mut core = self.lock_core();
+            let result = decide(&mut core);
+            (result, core.take_effects())
+        };
+        for effect in effects {
+            self.carry_out(effect);
+        }
+        result
+    }
+
+    fn carry_out(self: &Arc<Self>, effect: Effect) {
+        match effect {
+            Effect::PhaseChanged {
+                from,
+                to,
+                epoch,
+                why,
+            } => {
+                let level_warn = from == Phase::Leading;
+                if level_warn {
+                    tracing::warn!(tier = %self.config.tier, ordinal = self.config.ordinal, from = from.as_str(), to = to.as_str(), epoch, why, "phase change");
+                } else {
+                    tracing::info!(tier = %self.config.tier, ordinal = self.config.ordinal, from = from.as_str(), to = to.as_str(), epoch, why, "phase change");
+                }
+                if to == Phase::Leading {
+                    self.metrics.promotions.inc();
+                }
+                self.metrics
+                    .observe_state(to, epoch, self.applied.load(Ordering::Acquire));
+                self.progress.send_modify(|n| *n += 1);
+            }
+            Effect::TopologyAdopted { epoch } => self.metrics.epoch.set(epoch as i64),
+            Effect::Promote { epoch } => {
+                tokio::spawn(membership::promote_to_primary(self.clone(), epoch));
+            }
+        }
+    }
+
     fn check_serves_reads(&self) -> Result<(), ApiError> {
-        let phase = self.lock_state().phase;
+        let phase = self.lock_core().phase();
         if phase.serves_reads() {
             Ok(())
         } else {
@@ -342,43 +364,11 @@ impl<M: StateMachine> Shared<M> {
         }
     }
 
-    /// Changes the phase and wakes everything waiting on progress.
-    fn set_phase(&self, state: &mut NodeState, phase: Phase) {
-        if state.phase != phase {
-            tracing::info!(
-                tier = %self.config.tier,
-                ordinal = self.config.ordinal,
-                from = state.phase.as_str(),
-                to = phase.as_str(),
-                epoch = state.topology.epoch,
-                "phase change"
-            );
-            state.phase = phase;
-            self.metrics.observe_state(
-                phase,
-                state.topology.epoch,
-                self.applied.load(Ordering::Acquire),
-            );
-            self.progress.send_modify(|n| *n += 1);
-        }
-    }
-
     fn set_applied(&self, applied: LogIndex, epoch: Epoch) {
         self.applied.store(applied, Ordering::Release);
         self.data_epoch.store(epoch, Ordering::Release);
         self.metrics.applied.set(applied as i64);
         self.progress.send_modify(|n| *n += 1);
-    }
-
-    /// Steps down after learning of a newer primary: this member's data may
-    /// hold writes the new primary lacks, so it resyncs before serving again.
-    fn fence(&self, why: &str) {
-        let mut state = self.lock_state();
-        if state.phase == Phase::Leading {
-            tracing::warn!(tier = %self.config.tier, ordinal = self.config.ordinal, why, "fenced: no longer primary");
-            state.following = None;
-            self.set_phase(&mut state, Phase::Joining);
-        }
     }
 
     async fn status(&self) -> Result<MemberStatus, ApiError> {
@@ -388,30 +378,24 @@ impl<M: StateMachine> Shared<M> {
             .await
             .map_err(|_| writer_gone())?;
         let (applied, digest) = answer.await.map_err(|_| writer_gone())?;
-        let state = self.lock_state();
+        let core = self.lock_core();
         Ok(MemberStatus {
             role: self.config.tier,
             ordinal: self.config.ordinal,
             pid: std::process::id(),
             address: self.config.public_addr.clone(),
             peer_address: self.config.peer_addr.clone(),
-            healthy: state.phase.serves_reads(),
-            primary: state.phase == Phase::Leading,
-            phase: state.phase,
-            epoch: state.topology.epoch,
+            healthy: core.phase().serves_reads(),
+            primary: core.phase() == Phase::Leading,
+            phase: core.phase(),
+            epoch: core.topology().epoch,
             applied_index: applied,
             digest,
-            incarnation: state.incarnation,
+            incarnation: core.incarnation(),
         })
     }
 }
 
 fn writer_gone() -> ApiError {
     ApiError::Internal("the writer task has stopped".to_owned())
-}
-
-fn shut_down() -> ApiError {
-    ApiError::Unavailable(
-        "this member is shut down (fault injection); POST /peer/recover".to_owned(),
-    )
 }

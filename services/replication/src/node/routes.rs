@@ -1,4 +1,6 @@
 //! The peer API of a replicated member. Every route requires the peer token.
+//! A refusal answers with its reason as the error body's `code`
+//! ([`super::state::Refusal`]).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -6,12 +8,11 @@ use std::time::Instant;
 use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use bookstore_core::ApiError;
 use bookstore_core::token::{PeerToken, require_token};
 use tokio::sync::oneshot;
 
 use super::messages::{
-    Done, JoinRequest, MemberStatus, ReplicateAck, ReplicateRequest, SnapshotRequest,
+    Done, JoinRequest, MemberError, MemberStatus, ReplicateAck, ReplicateRequest, SnapshotRequest,
     SnapshotResponse,
 };
 use super::writer::WriterOp;
@@ -36,8 +37,8 @@ pub(super) fn router<M: StateMachine>(shared: Arc<Shared<M>>, token: PeerToken) 
 /// Sends an op to the writer and waits for its answer.
 async fn ask_writer<M: StateMachine, T>(
     shared: &Shared<M>,
-    op: impl FnOnce(oneshot::Sender<Result<T, ApiError>>) -> WriterOp<M>,
-) -> Result<T, ApiError> {
+    op: impl FnOnce(oneshot::Sender<Result<T, MemberError>>) -> WriterOp<M>,
+) -> Result<T, MemberError> {
     let (reply, answer) = oneshot::channel();
     shared
         .writer
@@ -50,7 +51,7 @@ async fn ask_writer<M: StateMachine, T>(
 async fn replicate<M: StateMachine>(
     State(shared): State<Arc<Shared<M>>>,
     Json(request): Json<ReplicateRequest<M::Command>>,
-) -> Result<Json<ReplicateAck>, ApiError> {
+) -> Result<Json<ReplicateAck>, MemberError> {
     if let Some(first) = request.entries.first().map(|e| e.index) {
         wait_for_predecessor(&shared, first).await;
     }
@@ -66,11 +67,11 @@ async fn wait_for_predecessor<M: StateMachine>(shared: &Shared<M>, first: u64) {
     let mut progress = shared.progress.subscribe();
     loop {
         let ready = {
-            let phase = shared.lock_state().phase;
+            let phase = shared.lock_core().phase();
             let applied = shared.applied.load(std::sync::atomic::Ordering::Acquire);
             match phase {
                 Phase::Following | Phase::CatchingUp => applied + 1 >= first,
-                Phase::Joining => false,
+                Phase::Joining | Phase::Fenced => false,
                 _ => true, // the writer rejects it with the reason
             }
         };
@@ -90,7 +91,7 @@ async fn wait_for_predecessor<M: StateMachine>(shared: &Shared<M>, first: u64) {
 async fn snapshot<M: StateMachine>(
     State(shared): State<Arc<Shared<M>>>,
     Json(learner): Json<SnapshotRequest>,
-) -> Result<Json<SnapshotResponse<M::Snapshot>>, ApiError> {
+) -> Result<Json<SnapshotResponse<M::Snapshot>>, MemberError> {
     let response = ask_writer(&shared, |reply| WriterOp::Snapshot { learner, reply }).await?;
     Ok(Json(response))
 }
@@ -98,7 +99,7 @@ async fn snapshot<M: StateMachine>(
 async fn join<M: StateMachine>(
     State(shared): State<Arc<Shared<M>>>,
     Json(request): Json<JoinRequest>,
-) -> Result<Json<Done>, ApiError> {
+) -> Result<Json<Done>, MemberError> {
     ask_writer(&shared, |reply| WriterOp::Join { request, reply }).await?;
     Ok(Json(Done { ok: true }))
 }
@@ -108,7 +109,7 @@ async fn join<M: StateMachine>(
 async fn submit<M: StateMachine>(
     State(shared): State<Arc<Shared<M>>>,
     Json(command): Json<M::Command>,
-) -> Result<Json<M::Output>, ApiError> {
+) -> Result<Json<M::Output>, MemberError> {
     let output = ask_writer(&shared, |reply| WriterOp::Submit { command, reply }).await?;
     Ok(Json(output))
 }
@@ -135,6 +136,6 @@ async fn recover<M: StateMachine>(State(shared): State<Arc<Shared<M>>>) -> Json<
 
 async fn status<M: StateMachine>(
     State(shared): State<Arc<Shared<M>>>,
-) -> Result<Json<MemberStatus>, ApiError> {
+) -> Result<Json<MemberStatus>, MemberError> {
     Ok(Json(shared.status().await?))
 }

@@ -2,13 +2,14 @@
 //!
 //! Everything that changes state goes through its queue, so batches, resyncs
 //! and in-sync changes are totally ordered without further locking. The
-//! database work itself runs on the blocking pool.
+//! database work itself runs on the blocking pool. Whether to take a write,
+//! to whom a batch goes, whether a batch is accepted and what a failed send
+//! means are the core's decisions ([`super::state::MemberCore`]); the writer
+//! carries them out.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use bookstore_core::ApiError;
-use bookstore_core::cluster::Ordinal;
 use bookstore_core::peer::PeerError;
 use bookstore_core::telemetry::exit_now;
 use rusqlite::Connection;
@@ -16,13 +17,18 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::messages::{
-    Entry, JoinRequest, ReplicateAck, ReplicateRequest, SnapshotRequest, SnapshotResponse,
+    Entry, JoinRequest, MemberError, ReplicateAck, ReplicateRequest, SnapshotRequest,
+    SnapshotResponse, refusal_of,
+};
+use super::state::{
+    AlterAnswer, BatchHeader, BatchPlan, Leadership, PrimaryId, SendOutcome, Settlement,
+    SnapshotGrant, Target,
 };
 use super::{CommitHook, MAX_BATCH, Shared, writer_gone};
 use crate::store::{self, DataPosition, StateMachine};
-use crate::topology::{AlterInSync, LogIndex, Phase, Topology};
+use crate::topology::{AlterInSync, LogIndex};
 
-type Reply<T> = oneshot::Sender<Result<T, ApiError>>;
+type Reply<T> = oneshot::Sender<Result<T, MemberError>>;
 
 /// The work the writer does, one at a time.
 pub(super) enum WriterOp<M: StateMachine> {
@@ -63,20 +69,10 @@ struct Db<M> {
     machine: M,
 }
 
-/// A member that receives the primary's batches but is not yet in sync.
-#[derive(Debug, Clone)]
-struct Learner {
-    incarnation: u64,
-    peer: String,
-}
-
 pub(super) struct Writer<M: StateMachine> {
     shared: Arc<Shared<M>>,
     db: Arc<Mutex<Db<M>>>,
     position: DataPosition,
-    learners: BTreeMap<Ordinal, Learner>,
-    /// The leadership the learners belong to (the epoch it began).
-    learners_since: u64,
     on_commit: CommitHook<M>,
 }
 
@@ -94,8 +90,6 @@ impl<M: StateMachine> Writer<M> {
             shared,
             db: Arc::new(Mutex::new(Db { conn, machine })),
             position,
-            learners: BTreeMap::new(),
-            learners_since: 0,
             on_commit,
         };
         let running = tokio::spawn(writer.run(ops));
@@ -163,12 +157,14 @@ impl<M: StateMachine> Writer<M> {
 
     /// Steps 2-4 of a primary's write (see the module comment of `node`).
     async fn lead(&mut self, batch: Vec<(M::Command, Reply<M::Output>)>) {
-        let Some(leadership) = self.leadership() else {
-            let error = ApiError::Unavailable("this member is not the primary".to_owned());
-            for (_, reply) in batch {
-                let _ = reply.send(Err(error_copy(&error)));
+        let leadership = match self.shared.with_core(|core| core.lead()) {
+            Ok(leadership) => leadership,
+            Err(refusal) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Err(refusal.into()));
+                }
+                return;
             }
-            return;
         };
         let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
         let first = self.position.applied + 1;
@@ -186,6 +182,7 @@ impl<M: StateMachine> Writer<M> {
             leader_incarnation: leadership.incarnation,
             entries,
         });
+        let targets = leadership.targets.clone();
         self.shared
             .metrics
             .batch_size
@@ -195,7 +192,7 @@ impl<M: StateMachine> Writer<M> {
         let local = apply_batch(self.db.clone(), request.clone(), position, false);
         let remote = replicate(
             self.shared.replication_peers.clone(),
-            self.targets(&leadership),
+            targets,
             request.clone(),
             format!("{}-replica", self.shared.config.tier),
         );
@@ -222,27 +219,10 @@ impl<M: StateMachine> Writer<M> {
             }
             Err(error) => {
                 for reply in replies {
-                    let _ = reply.send(Err(error_copy(&error)));
+                    let _ = reply.send(Err(ApiError::Unavailable(error.clone()).into()));
                 }
             }
         }
-    }
-
-    /// The topology this member leads, or `None` if it is not the primary.
-    fn leadership(&mut self) -> Option<Leadership> {
-        let state = self.shared.lock_state();
-        if state.phase != Phase::Leading {
-            return None;
-        }
-        if self.learners_since != state.leader_since {
-            // A new leadership: learners of an old one must start over.
-            self.learners.clear();
-            self.learners_since = state.leader_since;
-        }
-        Some(Leadership {
-            topology: state.topology.clone(),
-            incarnation: state.incarnation,
-        })
     }
 
     /// Where the data will stand once `request` is applied.
@@ -256,118 +236,89 @@ impl<M: StateMachine> Writer<M> {
         }
     }
 
-    /// Every member a batch goes to: in-sync replicas (`true`) and learners.
-    fn targets(&self, leadership: &Leadership) -> Vec<(Ordinal, String, bool)> {
-        let me = self.shared.config.ordinal;
-        let mut targets: BTreeMap<Ordinal, (String, bool)> = BTreeMap::new();
-        for (&ordinal, learner) in &self.learners {
-            targets.insert(ordinal, (learner.peer.clone(), false));
-        }
-        for member in leadership
-            .topology
-            .members
-            .iter()
-            .filter(|m| m.in_sync && m.ordinal != me)
-        {
-            targets.insert(member.ordinal, (member.peer.clone(), true));
-        }
-        targets
-            .into_iter()
-            .map(|(ordinal, (peer, in_sync))| (ordinal, peer, in_sync))
-            .collect()
-    }
-
-    /// Decides what replication failures mean for the batch: learners are
-    /// dropped silently; in-sync replicas are dropped through the
-    /// coordinator first; a newer epoch fences this member.
+    /// Carries out what the replication results mean (the core decides):
+    /// the error message the writes fail with, if they fail.
     async fn settle_replication(
         &mut self,
-        results: Vec<(Ordinal, bool, Result<ReplicateAck, PeerError>)>,
+        results: Vec<(Target, Result<ReplicateAck, PeerError>)>,
         leadership: &Leadership,
-    ) -> Result<(), ApiError> {
-        let mut failed_in_sync = Vec::new();
-        for (ordinal, in_sync, result) in results {
-            let Err(error) = result else { continue };
-            if error.status() == Some(409) {
-                self.shared
-                    .fence(&format!("replica {ordinal} follows a newer primary"));
-                return Err(ApiError::Unavailable(
-                    "this member was deposed as primary; retry".to_owned(),
-                ));
-            }
-            tracing::warn!(ordinal, in_sync, %error, "replication failed");
-            self.learners.remove(&ordinal);
-            if in_sync {
-                failed_in_sync.push(ordinal);
-            }
-        }
-        if failed_in_sync.is_empty() {
-            return Ok(());
-        }
-        let in_sync: Vec<Ordinal> = leadership
-            .topology
-            .members
-            .iter()
-            .filter(|m| m.in_sync && !failed_in_sync.contains(&m.ordinal))
-            .map(|m| m.ordinal)
+    ) -> Result<(), String> {
+        let outcomes: Vec<(Target, SendOutcome)> = results
+            .into_iter()
+            .map(|(target, result)| {
+                let outcome = match &result {
+                    Ok(_) => SendOutcome::Acked,
+                    Err(error) => {
+                        tracing::warn!(ordinal = target.ordinal, in_sync = target.in_sync, %error, "replication failed");
+                        refusal_of(error).map_or(SendOutcome::Failed, SendOutcome::Refused)
+                    }
+                };
+                (target, outcome)
+            })
             .collect();
-        self.alter_in_sync(&leadership.topology, in_sync).await
-    }
-
-    /// Asks the coordinator to change the in-sync set, and adopts the answer.
-    async fn alter_in_sync(
-        &self,
-        topology: &Topology,
-        in_sync: Vec<Ordinal>,
-    ) -> Result<(), ApiError> {
-        let request = AlterInSync {
-            tier: self.shared.config.tier,
-            epoch: topology.epoch,
-            primary: self.shared.config.ordinal,
-            in_sync,
-        };
-        let url = format!("{}/coordinator/in-sync", self.shared.config.coordinator_url);
         match self
             .shared
-            .peers
-            .post::<_, Topology>("coordinator", "alter_in_sync", &url, &request)
-            .await
+            .with_core(|core| core.settle(leadership, &outcomes))
         {
-            Ok(topology) => {
-                super::membership::adopt(&self.shared, topology);
-                Ok(())
-            }
-            Err(error) => {
-                if error.status() == Some(409) {
-                    self.shared.fence("the coordinator is at a newer epoch");
-                }
-                Err(ApiError::Unavailable(format!(
-                    "a replica failed and the in-sync set could not be changed: {error}"
-                )))
-            }
+            Settlement::Done => Ok(()),
+            Settlement::Deposed => Err("this member was deposed as primary; retry".to_owned()),
+            Settlement::AlterInSync(request) => self.alter_in_sync(request).await.map_err(|e| {
+                format!("a replica failed and the in-sync set could not be changed: {e}")
+            }),
         }
+    }
+
+    /// Asks the coordinator to change the in-sync set, and hands the answer
+    /// to the core.
+    async fn alter_in_sync(&self, request: AlterInSync) -> Result<(), PeerError> {
+        let asked = request.epoch;
+        let url = format!("{}/coordinator/in-sync", self.shared.config.coordinator_url);
+        let result = self
+            .shared
+            .peers
+            .post::<_, crate::topology::Topology>("coordinator", "alter_in_sync", &url, &request)
+            .await;
+        let answer = match &result {
+            Ok(topology) => AlterAnswer::Changed(topology.clone()),
+            // The coordinator refuses a request for another epoch or from a
+            // member that is not its primary with this code.
+            Err(PeerError::Status {
+                body: Some(body), ..
+            }) if body.error.code == ApiError::StaleEpoch(String::new()).code() => {
+                AlterAnswer::Stale { asked }
+            }
+            Err(_) => AlterAnswer::Failed,
+        };
+        self.shared.with_core(|core| core.in_sync_altered(answer));
+        result.map(|_| ())
     }
 
     /// Applies a batch from the primary (as replica or learner).
     async fn follow(
         &mut self,
         request: ReplicateRequest<M::Command>,
-    ) -> Result<ReplicateAck, ApiError> {
-        self.shared.check_leader(&request)?;
+    ) -> Result<ReplicateAck, MemberError> {
         let applied = self.position.applied;
+        let header = BatchHeader {
+            epoch: request.epoch,
+            primary: PrimaryId {
+                ordinal: request.leader,
+                incarnation: request.leader_incarnation,
+            },
+            first: request.entries.first().map(|e| e.index),
+            last: request.entries.last().map(|e| e.index),
+        };
+        let plan = self
+            .shared
+            .with_core(|core| core.accept_batch(header, applied))?;
+        if plan == BatchPlan::AlreadyApplied {
+            return Ok(ReplicateAck { applied });
+        }
         let fresh: Vec<Entry<M::Command>> = request
             .entries
             .into_iter()
             .filter(|entry| entry.index > applied)
             .collect();
-        let Some(first) = fresh.first().map(|e| e.index) else {
-            return Ok(ReplicateAck { applied });
-        };
-        if first != applied + 1 {
-            return Err(ApiError::Unavailable(format!(
-                "gap: have {applied}, got {first}; resync needed"
-            )));
-        }
         let batch = Arc::new(ReplicateRequest {
             epoch: request.epoch,
             leader: request.leader,
@@ -389,34 +340,44 @@ impl<M: StateMachine> Writer<M> {
     fn snapshot_for(
         &mut self,
         learner: SnapshotRequest,
-    ) -> Result<SnapshotResponse<M::Snapshot>, ApiError> {
-        let leadership = self
-            .leadership()
-            .ok_or_else(|| ApiError::Unavailable("this member is not the primary".to_owned()))?;
+    ) -> Result<SnapshotResponse<M::Snapshot>, MemberError> {
+        let ordinal = learner.ordinal;
+        let grant = self.shared.with_core(|core| {
+            core.grant_snapshot(
+                learner.ordinal,
+                learner.incarnation,
+                learner.peer,
+                self.position.applied,
+            )
+        })?;
         let snapshot = self.with_db(|db| db.machine.snapshot());
         tracing::info!(
-            learner = learner.ordinal,
+            learner = ordinal,
             index = self.position.applied,
             "serving a resync snapshot"
         );
-        self.learners.insert(
-            learner.ordinal,
-            Learner {
-                incarnation: learner.incarnation,
-                peer: learner.peer,
-            },
-        );
         Ok(SnapshotResponse {
-            epoch: leadership.topology.epoch,
-            leader: self.shared.config.ordinal,
-            leader_incarnation: leadership.incarnation,
+            epoch: grant.epoch,
+            leader: grant.primary.ordinal,
+            leader_incarnation: grant.primary.incarnation,
             index: self.position.applied,
             snapshot,
         })
     }
 
     /// Replaces the whole state with the primary's; the member then catches up.
-    async fn restore(&mut self, response: SnapshotResponse<M::Snapshot>) -> Result<(), ApiError> {
+    async fn restore(
+        &mut self,
+        response: SnapshotResponse<M::Snapshot>,
+    ) -> Result<(), MemberError> {
+        let grant = SnapshotGrant {
+            epoch: response.epoch,
+            primary: PrimaryId {
+                ordinal: response.leader,
+                incarnation: response.leader_incarnation,
+            },
+            index: response.index,
+        };
         let position = DataPosition {
             applied: response.index,
             epoch: response.epoch,
@@ -438,38 +399,28 @@ impl<M: StateMachine> Writer<M> {
         .map_err(|error| ApiError::Internal(format!("restoring the snapshot failed: {error}")))?;
         self.position = position;
         self.shared.set_applied(position.applied, position.epoch);
-        let mut state = self.shared.lock_state();
-        state.following = Some((response.leader, response.leader_incarnation));
-        self.shared.set_phase(&mut state, Phase::CatchingUp);
+        self.shared.with_core(|core| core.snapshot_installed(grant));
         Ok(())
     }
 
     /// Admits a learner into the in-sync set. Every batch since its snapshot
     /// reached it (a failed send would have removed it), and no batch is in
     /// flight while the writer is here, so it holds every write.
-    async fn admit(&mut self, request: JoinRequest) -> Result<(), ApiError> {
-        let leadership = self
-            .leadership()
-            .ok_or_else(|| ApiError::Unavailable("this member is not the primary".to_owned()))?;
-        let known = self
-            .learners
-            .get(&request.ordinal)
-            .is_some_and(|l| l.incarnation == request.incarnation);
-        if !known {
-            return Err(ApiError::Unavailable(
-                "not a learner of this primary (a batch was missed?); resync".to_owned(),
-            ));
+    async fn admit(&mut self, request: JoinRequest) -> Result<(), MemberError> {
+        let alter = self.shared.with_core(|core| {
+            core.admit(request.ordinal, request.incarnation, request.snapshot_index)
+        })?;
+        if let Err(error) = self.alter_in_sync(alter).await {
+            // An answer (any status) is a refusal; no answer leaves the
+            // admission in doubt (the core then treats it as in sync).
+            if matches!(error, PeerError::Status { .. }) {
+                self.shared
+                    .with_core(|core| core.admission_refused(request.ordinal));
+            }
+            return Err(ApiError::Unavailable(error.to_string()).into());
         }
-        let mut in_sync: Vec<Ordinal> = leadership
-            .topology
-            .members
-            .iter()
-            .filter(|m| m.in_sync)
-            .map(|m| m.ordinal)
-            .collect();
-        in_sync.push(request.ordinal);
-        self.alter_in_sync(&leadership.topology, in_sync).await?;
-        self.learners.remove(&request.ordinal);
+        self.shared
+            .with_core(|core| core.learner_admitted(request.ordinal));
         tracing::info!(
             ordinal = request.ordinal,
             "learner admitted to the in-sync set"
@@ -509,19 +460,19 @@ async fn apply_batch<M: StateMachine>(
 /// Sends a batch to every target concurrently and collects the answers.
 async fn replicate<C: serde::Serialize + Send + Sync + 'static>(
     client: bookstore_core::peer::PeerClient,
-    targets: Vec<(Ordinal, String, bool)>,
+    targets: Vec<Target>,
     request: Arc<ReplicateRequest<C>>,
     to: String,
-) -> Vec<(Ordinal, bool, Result<ReplicateAck, PeerError>)> {
+) -> Vec<(Target, Result<ReplicateAck, PeerError>)> {
     let mut sends = JoinSet::new();
-    for (ordinal, peer, in_sync) in targets {
+    for target in targets {
         let client = client.clone();
         let request = request.clone();
         let to = to.clone();
         sends.spawn(async move {
-            let url = format!("http://{peer}/peer/replicate");
+            let url = format!("http://{}/peer/replicate", target.peer);
             let result = client.post(&to, "replicate", &url, &*request).await;
-            (ordinal, in_sync, result)
+            (target, result)
         });
     }
     let mut results = Vec::new();
@@ -532,19 +483,6 @@ async fn replicate<C: serde::Serialize + Send + Sync + 'static>(
         }
     }
     results
-}
-
-struct Leadership {
-    topology: Topology,
-    incarnation: u64,
-}
-
-/// An `ApiError` for each of several waiters.
-fn error_copy(error: &ApiError) -> ApiError {
-    match error {
-        ApiError::Unavailable(m) => ApiError::Unavailable(m.clone()),
-        other => ApiError::Internal(other.to_string()),
-    }
 }
 
 /// The exit status of a member whose storage failed (EX_SOFTWARE).
