@@ -368,19 +368,20 @@ impl Reconciler<'_> {
             .items)
     }
 
-    /// Reads the Deployments, feeds pod readiness to the coordinator.
+    /// Reads the Deployments, tells the coordinator which members' pods are
+    /// gone, terminating or not running.
     async fn observe(&self, valid: &ValidStore, pods: &[Pod]) -> Result<Observed, Error> {
         let key = self.key();
         let replicas = &valid.spec.replicas;
         let ready_catalog = ready_ordinals(pods, self.names, Role::Catalog);
         let ready_order = ready_ordinals(pods, self.names, Role::Order);
         let coordination = &self.context.coordination;
-        coordination
-            .observe_pods(&key, Role::Catalog, replicas.catalog, &ready_catalog)
-            .await;
-        coordination
-            .observe_pods(&key, Role::Order, replicas.order, &ready_order)
-            .await;
+        for role in [Role::Catalog, Role::Order] {
+            let running = running_ordinals(pods, self.names, role);
+            coordination
+                .observe_pods(&key, role, replicas.of(role), &running)
+                .await;
+        }
         coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
         Ok(Observed {
             generation: self.store.metadata.generation,
@@ -516,11 +517,28 @@ fn resources_token_key() -> &'static str {
     "peer-token"
 }
 
-/// Ordinals of the tier's pods that are Ready and not being deleted.
+/// Ordinals of the tier's pods that are Ready (a replicated member is Ready
+/// only while it serves: primary or in sync) and not being deleted.
 fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
+    ordinals_where(pods, names, role, is_ready)
+}
+
+/// Ordinals of the tier's pods whose member process runs and is not being
+/// deleted: the others are down now. Not readiness: a member that joins or
+/// resyncs is not Ready yet must stay live to be admitted.
+fn running_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
+    ordinals_where(pods, names, role, is_running)
+}
+
+fn ordinals_where(
+    pods: &[Pod],
+    names: &StoreNames,
+    role: Role,
+    keep: impl Fn(&Pod) -> bool,
+) -> Vec<u32> {
     let prefix = format!("{}-", names.tier(role));
     pods.iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && is_ready(pod))
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && keep(pod))
         .filter_map(|pod| {
             pod.metadata
                 .name
@@ -530,6 +548,19 @@ fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
                 .ok()
         })
         .collect()
+}
+
+/// The pod runs, and none of its containers is waiting or terminated.
+fn is_running(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        && status
+            .container_statuses
+            .iter()
+            .flatten()
+            .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
 }
 
 /// IPs of the tier's running pods (a Deployment's pods have no stable names).
@@ -622,6 +653,47 @@ mod tests {
         ];
         assert_eq!(ready_ordinals(&pods, &names, Role::Catalog), vec![0, 10]);
         assert_eq!(ready_ordinals(&pods, &names, Role::Order), vec![0]);
+    }
+
+    fn with_phase(mut pod: Pod, phase: &str, container_running: Option<bool>) -> Pod {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus,
+        };
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.phase = Some(phase.to_owned());
+        status.container_statuses = container_running.map(|running| {
+            vec![ContainerStatus {
+                name: "catalog".to_owned(),
+                state: Some(if running {
+                    ContainerState {
+                        running: Some(ContainerStateRunning::default()),
+                        ..Default::default()
+                    }
+                } else {
+                    ContainerState {
+                        waiting: Some(ContainerStateWaiting::default()),
+                        ..Default::default()
+                    }
+                }),
+                ..Default::default()
+            }]
+        });
+        pod
+    }
+
+    #[test]
+    fn a_joining_member_that_is_not_ready_still_counts_as_running() {
+        let names = StoreNames::new("shop", "books");
+        let mut terminating = with_phase(pod("shop-catalog-3", true), "Running", Some(true));
+        terminating.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        let pods = vec![
+            with_phase(pod("shop-catalog-0", true), "Running", Some(true)),
+            with_phase(pod("shop-catalog-1", false), "Running", Some(true)),
+            with_phase(pod("shop-catalog-2", false), "Running", Some(false)),
+            terminating,
+            with_phase(pod("shop-catalog-4", false), "Pending", None),
+        ];
+        assert_eq!(running_ordinals(&pods, &names, Role::Catalog), vec![0, 1]);
     }
 
     #[test]

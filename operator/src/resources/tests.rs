@@ -107,6 +107,38 @@ fn replicated_tiers_are_statefulsets_with_volumes_and_hostname_ordinals() {
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
 }
 
+fn probe_path(probe: Option<&k8s_openapi::api::core::v1::Probe>) -> Option<&str> {
+    probe?.http_get.as_ref()?.path.as_deref()
+}
+
+#[test]
+fn a_replicated_member_is_ready_only_while_it_serves_and_live_while_it_answers() {
+    let objects = build(BookStoreSpec::default());
+    for set in &objects.stateful_sets {
+        let pod = set.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let container = &pod.expect("a pod spec").containers[0];
+        assert_eq!(
+            probe_path(container.readiness_probe.as_ref()),
+            Some("/readyz")
+        );
+        assert_eq!(
+            probe_path(container.liveness_probe.as_ref()),
+            Some("/healthz")
+        );
+    }
+    for deployment in &objects.deployments {
+        let pod = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref());
+        let container = &pod.expect("a pod spec").containers[0];
+        assert_eq!(
+            probe_path(container.readiness_probe.as_ref()),
+            Some("/healthz")
+        );
+    }
+}
+
 #[test]
 fn the_primary_service_selects_the_pod_labelled_primary() {
     let objects = build(BookStoreSpec::default());

@@ -217,13 +217,13 @@ fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
     if spec.replicas.cache == 0 {
         args.push("--no-cache".to_owned());
     }
-    let probe = |path: &str, failure_threshold| Probe {
+    let probe = |path: &str, period_seconds, failure_threshold| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::Int(PUBLIC_PORT),
             ..Default::default()
         }),
-        period_seconds: Some(2),
+        period_seconds: Some(period_seconds),
         timeout_seconds: Some(1),
         failure_threshold: Some(failure_threshold),
         ..Default::default()
@@ -263,12 +263,12 @@ fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
                 ..Default::default()
             },
         ]),
-        // Readiness is "the process serves" (/healthz): a replicated member
-        // that is resyncing is still a live member the coordinator must see;
-        // whether it is in sync is the coordinator's business, not the
-        // kubelet's.
-        readiness_probe: Some(probe("/healthz", 1)),
-        liveness_probe: Some(probe("/healthz", 5)),
+        // A replicated member is Ready only while it serves (primary, or in
+        // the in-sync set: its /readyz), so a rollout or a drain never counts
+        // a resyncing member as available. Liveness stays "the process
+        // answers" (/healthz): a resync is not a reason to restart it.
+        readiness_probe: Some(probe(readiness_path(role), READINESS_PERIOD_SECONDS, 1)),
+        liveness_probe: Some(probe("/healthz", LIVENESS_PERIOD_SECONDS, 5)),
         resources: spec.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -300,6 +300,24 @@ fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
             },
         ]),
         ..Default::default()
+    }
+}
+
+/// How often the kubelet asks whether a pod serves: a member admitted to
+/// the in-sync set counts as available within about this.
+const READINESS_PERIOD_SECONDS: i32 = 1;
+/// How often the kubelet asks whether the process answers at all (five
+/// misses restart it).
+const LIVENESS_PERIOD_SECONDS: i32 = 2;
+
+/// Where the kubelet asks whether a pod serves: a replicated member's
+/// `/readyz` answers 200 only while it is primary or an in-sync replica;
+/// the stateless tiers serve as soon as they answer.
+fn readiness_path(role: Role) -> &'static str {
+    if role.is_replicated() {
+        "/readyz"
+    } else {
+        "/healthz"
     }
 }
 

@@ -11,6 +11,11 @@
 //!    for it rather than elect a member that lacks them.
 //! 2. The primary asks to add a learner it has brought up to date, or to drop
 //!    a replica that stopped answering ([`Coordinator::alter_in_sync`]).
+//!    A member its driver marked down ([`Coordinator::mark_down`]: its pod is
+//!    going away, its process exited) stays down until it has rejoined: a
+//!    heartbeat from a new incarnation, or the primary admitting it after a
+//!    completed resync. Heartbeats of the incarnation that was marked down do
+//!    not revive it, so a terminating pod can never bounce the primary.
 //! 3. The rule ([`crate::rule::choose_primary`]) picks a different primary:
 //!    the lowest live in-sync ordinal. Every other member then leaves the
 //!    in-sync set and resyncs from the new primary, so no replica ever keeps
@@ -114,6 +119,9 @@ struct MemberRecord {
     last_seen: Instant,
     applied: LogIndex,
     data_epoch: Epoch,
+    /// Marked down by the driver; sticky for this incarnation until the
+    /// primary admits it again after a resync.
+    marked_down: bool,
 }
 
 /// How a tier's coordinator came by its knowledge of the tier.
@@ -287,6 +295,11 @@ impl Coordinator {
         // Epochs only rise: never publish one a member has already seen (a
         // coordinator that lost its durable state learns them from here).
         state.epoch = state.epoch.max(heartbeat.epoch).max(heartbeat.data_epoch);
+        // Down stays down for the incarnation that was marked down.
+        let marked_down = state
+            .members
+            .get(&ordinal)
+            .is_some_and(|m| m.marked_down && m.incarnation == heartbeat.incarnation);
         state.members.insert(
             ordinal,
             MemberRecord {
@@ -296,24 +309,34 @@ impl Coordinator {
                 last_seen: now,
                 applied: heartbeat.applied,
                 data_epoch: heartbeat.data_epoch,
+                marked_down,
             },
         );
         state.settle(now, timeout, reasons)
     }
 
-    /// Marks a member down at once (its pod was deleted or is not Ready, or
-    /// its process exited), so failover need not wait for missed heartbeats;
-    /// its next heartbeat, if any, brings it back.
+    /// Marks a member down at once (its pod is being deleted or its process
+    /// exited), so failover need not wait for missed heartbeats. It stays
+    /// down until it rejoins: a heartbeat from a new incarnation, or the
+    /// primary admitting it after a resync; heartbeats of this incarnation
+    /// (a terminating pod still talks) keep it down.
     pub fn mark_down(&mut self, tier: Role, ordinal: Ordinal, now: Instant) -> Option<Published> {
         let timeout = self.config.liveness_timeout();
         let state = self.tiers.get_mut(&tier)?;
         let member = state.members.get_mut(&ordinal)?;
-        let long_ago = now.checked_sub(timeout + Duration::from_secs(1))?;
-        if member.last_seen <= long_ago {
+        if member.marked_down {
             return None;
         }
-        member.last_seen = long_ago;
+        member.marked_down = true;
         state.settle(now, timeout, Vec::new())
+    }
+
+    /// Whether the driver marked `ordinal` down and it has not rejoined.
+    pub fn is_marked_down(&self, tier: Role, ordinal: Ordinal) -> bool {
+        self.tiers
+            .get(&tier)
+            .and_then(|state| state.members.get(&ordinal))
+            .is_some_and(|m| m.marked_down)
     }
 
     /// Expires silent members and re-applies the rule; call it a few times
@@ -351,11 +374,19 @@ impl Coordinator {
             return Err(AlterError::MissingPrimary);
         }
         let current: BTreeSet<Ordinal> = state.in_sync.keys().copied().collect();
+        // A member marked down may be admitted if it is heard from: the
+        // primary has just brought it up to date (a completed resync), which
+        // is how it rejoins without restarting.
         if let Some(&added) = wanted
             .difference(&current)
-            .find(|&&o| !state.is_live(o, now, timeout))
+            .find(|&&o| !state.is_heard(o, now, timeout))
         {
             return Err(AlterError::NotLive(added));
+        }
+        for ordinal in wanted.difference(&current) {
+            if let Some(member) = state.members.get_mut(ordinal) {
+                member.marked_down = false;
+            }
         }
         let reason = describe_in_sync_change(state.tier, &current, &wanted);
         state.in_sync = wanted
@@ -392,7 +423,15 @@ impl TierState {
         self.members.get(&ordinal).map_or(0, |m| m.incarnation)
     }
 
+    /// Heard from within the liveness timeout and not marked down.
     fn is_live(&self, ordinal: Ordinal, now: Instant, timeout: Duration) -> bool {
+        self.members
+            .get(&ordinal)
+            .is_some_and(|m| !m.marked_down && now.duration_since(m.last_seen) <= timeout)
+    }
+
+    /// Heard from within the liveness timeout, marked down or not.
+    fn is_heard(&self, ordinal: Ordinal, now: Instant, timeout: Duration) -> bool {
         self.members
             .get(&ordinal)
             .is_some_and(|m| now.duration_since(m.last_seen) <= timeout)

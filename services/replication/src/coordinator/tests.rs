@@ -308,10 +308,89 @@ fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
         s.coordinator.mark_down(TIER, 0, s.now).is_none(),
         "already down"
     );
-    // Heartbeats bring it back as live (but not in sync: it must resync).
-    s.beat(0, 100, Phase::Joining);
+    // A new incarnation has rejoined: live again (but not in sync: it must
+    // resync).
+    s.beat(0, 101, Phase::Joining);
     assert_eq!(s.topology().primary, Some(1));
     assert!(s.topology().member(0).expect("member").live);
+    assert!(!s.coordinator.is_marked_down(TIER, 0));
+}
+
+#[test]
+fn a_member_marked_down_stays_down_while_the_same_incarnation_heartbeats() {
+    let mut s = Scenario::healthy_pair();
+    s.coordinator.mark_down(TIER, 1, s.now).expect("1 leaves");
+    // A terminating pod keeps heartbeating for its grace period.
+    let changes = s.run_for(
+        Duration::from_secs(10),
+        &[(0, 100, Phase::Leading), (1, 200, Phase::Following)],
+    );
+    assert!(changes.is_empty(), "nothing changes: {changes:?}");
+    let member = s.topology().member(1).cloned().expect("member");
+    assert!(!member.live && !member.in_sync);
+    assert!(s.coordinator.is_marked_down(TIER, 1));
+}
+
+/// The upgrade outage of issue 13: catalog-1 was replaced and is resyncing,
+/// then catalog-0, the only in-sync member, was deleted. Its pod kept
+/// heartbeating while it terminated, and every heartbeat made it live (and
+/// primary) again until the operator marked it down again: epochs flapped
+/// none→0→none→0. Down must stay down until a new incarnation is heard.
+#[test]
+fn a_terminating_last_in_sync_primary_never_flaps_back() {
+    let mut s = Scenario::new(2);
+    s.beat(0, 100, Phase::Joining);
+    s.beat(1, 200, Phase::Joining);
+    assert_eq!(s.topology().primary, Some(0));
+    // catalog-1 replaced: a new incarnation, resyncing.
+    s.beat(1, 201, Phase::Joining);
+    let lost = s
+        .coordinator
+        .mark_down(TIER, 0, s.now)
+        .expect("primary lost");
+    assert_eq!(
+        lost.topology.primary, None,
+        "the only in-sync member is down"
+    );
+    assert_eq!(s.in_sync(), vec![0], "it is waited for, not replaced");
+    let epoch = s.topology().epoch;
+    let mut changes = Vec::new();
+    for _ in 0..20 {
+        // The terminating pod's heartbeats and the operator's reconciles
+        // interleave, as they did in the outage.
+        changes.extend(s.beat(0, 100, Phase::Leading));
+        changes.extend(s.coordinator.mark_down(TIER, 0, s.now));
+        changes.extend(s.beat(1, 201, Phase::Joining));
+        changes.extend(s.advance(Duration::from_millis(500)));
+    }
+    assert!(changes.is_empty(), "no flapping: {changes:?}");
+    assert_eq!(s.topology().primary, None);
+    assert_eq!(s.topology().epoch, epoch);
+    // The new pod of catalog-0 (a new incarnation) holds the data: primary
+    // again, once, with one new epoch.
+    let back = s.beat(0, 101, Phase::Joining).expect("back");
+    assert_eq!(back.topology.primary, Some(0));
+    assert_eq!(back.topology.epoch, epoch + 1);
+}
+
+#[test]
+fn a_member_marked_down_rejoins_when_the_primary_admits_it_after_a_resync() {
+    let mut s = Scenario::healthy_pair();
+    s.coordinator.mark_down(TIER, 1, s.now).expect("1 leaves");
+    // Not restarted: it resyncs as the same incarnation and is admitted.
+    s.beat(1, 200, Phase::Joining);
+    let admitted = s.add_to_in_sync(1).expect("admitted after its resync");
+    let member = admitted.topology.member(1).cloned().expect("member");
+    assert!(member.live && member.in_sync);
+    assert!(!s.coordinator.is_marked_down(TIER, 1));
+}
+
+#[test]
+fn a_silent_member_marked_down_cannot_be_admitted() {
+    let mut s = Scenario::healthy_pair();
+    s.coordinator.mark_down(TIER, 1, s.now).expect("1 leaves");
+    s.run_for(Duration::from_secs(5), &[(0, 100, Phase::Leading)]);
+    assert_eq!(s.add_to_in_sync(1), Err(AlterError::NotLive(1)));
 }
 
 #[test]
