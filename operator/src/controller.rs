@@ -232,14 +232,10 @@ impl Reconciler<'_> {
                 return Ok(Action::await_change());
             }
         };
-        // 2. Build and apply the desired objects.
+        // 2. The coordinator takes the spec's settings first: a scale-down
+        //    removes the members above the new count from the in-sync set
+        //    and the topology before their pods go.
         let token = self.ensure_token().await?;
-        let inputs = Inputs {
-            coordinator_url: coordinator_url(&self.context.operator_url, self.names),
-        };
-        self.apply_all(&resources::desired(self.store, &valid, &inputs))
-            .await?;
-        // 3. Coordinate: pods' readiness in, primaries' labels out.
         let durable = ConfigMapStore::for_store(
             self.context.client.clone(),
             self.names,
@@ -249,10 +245,18 @@ impl Reconciler<'_> {
             .coordination
             .ensure(self.store, &valid, token, Arc::new(durable))
             .await?;
+        // 3. Build and apply the desired objects.
+        let inputs = Inputs {
+            coordinator_url: coordinator_url(&self.context.operator_url, self.names),
+            kept_members: self.context.coordination.kept_members(&self.key()).await,
+        };
+        self.apply_all(&resources::desired(self.store, &valid, &inputs))
+            .await?;
+        // 4. Coordinate: pods in, primaries' labels out.
         let pods = self.list_pods().await?;
         let observed = self.observe(&valid, &pods).await?;
         self.label_pods(&valid, &pods, &observed).await?;
-        // 4. Report.
+        // 5. Report.
         self.write_status(&valid, &observed).await?;
         Ok(Action::requeue(RESYNC_PERIOD))
     }
@@ -392,6 +396,7 @@ impl Reconciler<'_> {
             frontend_ready: self.deployment_ready(Role::Frontend).await?,
             cache_ready: self.deployment_ready(Role::Cache).await?,
             last_failover_time: coordination.last_failover(&key),
+            coordinator: coordination.settings(&key).await,
             spec_problems: Vec::new(),
         })
     }

@@ -10,7 +10,7 @@
 //! ([`crate::coordinator_state`]), so a new operator leader picks up the
 //! epochs and in-sync sets where the old one left them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -32,7 +32,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::crd::BookStore;
+use crate::crd::{BookStore, CoordinatorSettings};
 use crate::names::{PEER_PORT, StoreNames};
 use crate::resources::store_names;
 use crate::validate::ValidStore;
@@ -43,6 +43,8 @@ pub type StoreKey = (String, String);
 struct StoreCoordinator {
     server: CoordinatorServer,
     token: PeerToken,
+    /// The settings it was last given (from the spec).
+    settings: Settings,
     /// The order members' peer addresses: clients of the catalog, they get
     /// every topology, as the frontend pods do.
     order_members: Vec<String>,
@@ -54,6 +56,34 @@ impl Drop for StoreCoordinator {
     fn drop(&mut self) {
         self.ticks.abort();
     }
+}
+
+/// What a store's coordinator takes from its spec; a change is applied to
+/// the running coordinator at the next reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    config: CoordinatorConfig,
+    tiers: [(Role, usize); 2],
+}
+
+impl Settings {
+    fn of(valid: &ValidStore) -> Self {
+        let spec = &valid.spec;
+        Self {
+            config: CoordinatorConfig {
+                heartbeat_interval: spec.heartbeat.interval,
+                miss_threshold: spec.heartbeat.failure_threshold,
+            },
+            tiers: [Role::Catalog, Role::Order].map(|role| (role, spec.replicas.of(role) as usize)),
+        }
+    }
+}
+
+/// The order members' peer addresses (they get every topology pushed).
+fn order_members(names: &StoreNames, valid: &ValidStore) -> Vec<String> {
+    (0..valid.spec.replicas.order)
+        .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
+        .collect()
 }
 
 /// The coordinators of every store this operator manages.
@@ -83,7 +113,8 @@ impl Coordination {
     /// The coordinator of `store` (`valid` is its validated spec), started on
     /// first use from the durable state in `durable` (it fails if that cannot
     /// be read: starting from nothing while a state exists could elect a
-    /// stale member).
+    /// stale member). A running one takes the spec's settings in place (it
+    /// keeps everything it knows, so epochs go on rising).
     pub async fn ensure(
         &self,
         store: &BookStore,
@@ -93,26 +124,20 @@ impl Coordination {
     ) -> Result<CoordinatorServer, DurableError> {
         let names = store_names(store);
         let key = (names.namespace.clone(), names.name.clone());
-        if let Some(existing) = self.lock().get(&key).filter(|s| s.token == token) {
-            return Ok(existing.server.clone());
+        let settings = Settings::of(valid);
+        if let Some(server) = self.reuse(&key, &token, &settings, order_members(&names, valid)) {
+            if let Some(settings) = server.1 {
+                server.0.reconfigure(settings.config, &settings.tiers).await;
+            }
+            return Ok(server.0);
         }
-        let spec = &valid.spec;
-        let config = CoordinatorConfig {
-            heartbeat_interval: spec.heartbeat.interval,
-            miss_threshold: spec.heartbeat.failure_threshold,
-        };
-        let tiers =
-            [Role::Catalog, Role::Order].map(|role| (role, spec.replicas.of(role) as usize));
-        // Order members call the catalog: they get every topology pushed.
-        let order_members: Vec<String> = (0..spec.replicas.order)
-            .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
-            .collect();
+        let order_members = order_members(&names, valid);
         let last_failover = Arc::new(Mutex::new(None));
         let hook = self.change_hook(store.object_ref(&()), names.clone(), last_failover.clone());
         let setup = CoordinatorSetup {
             store: &format!("{}/{}", names.namespace, names.name),
-            config,
-            tiers: &tiers,
+            config: settings.config,
+            tiers: &settings.tiers,
             subscribers: order_members.clone(),
             durable,
         };
@@ -136,12 +161,67 @@ impl Coordination {
             StoreCoordinator {
                 server: server.clone(),
                 token,
+                settings,
                 order_members,
                 ticks,
                 last_failover,
             },
         );
         Ok(server)
+    }
+
+    /// The running coordinator of `key` if it has `token`, with the settings
+    /// it must take now if they changed (recorded as given).
+    fn reuse(
+        &self,
+        key: &StoreKey,
+        token: &PeerToken,
+        settings: &Settings,
+        order_members: Vec<String>,
+    ) -> Option<(CoordinatorServer, Option<Settings>)> {
+        let mut stores = self.lock();
+        let existing = stores.get_mut(key).filter(|s| &s.token == token)?;
+        let changed = (existing.settings != *settings).then(|| settings.clone());
+        if changed.is_some() {
+            tracing::info!(store = %key.1, namespace = %key.0, from = ?existing.settings, to = ?settings, "the spec changed the coordinator's settings");
+            existing.settings = settings.clone();
+            existing.order_members = order_members;
+        }
+        Some((existing.server.clone(), changed))
+    }
+
+    /// The settings in force in the coordinator of `key`.
+    pub async fn settings(&self, key: &StoreKey) -> Option<CoordinatorSettings> {
+        let server = self.lock().get(key)?.server.clone();
+        let (config, tiers) = server.settings().await;
+        let members = |role| {
+            tiers
+                .iter()
+                .find(|(tier, _)| *tier == role)
+                .map_or(0, |&(_, n)| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        Some(CoordinatorSettings {
+            heartbeat_interval_ms: u64::try_from(config.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+            failure_threshold: config.miss_threshold,
+            catalog_members: members(Role::Catalog),
+            order_members: members(Role::Order),
+        })
+    }
+
+    /// Pods each replicated tier of `key` must keep: more than its spec
+    /// while a scaled-down member is still in the coordinator's topology.
+    pub async fn kept_members(&self, key: &StoreKey) -> BTreeMap<Role, u32> {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return BTreeMap::new();
+        };
+        let mut kept = BTreeMap::new();
+        for role in [Role::Catalog, Role::Order] {
+            if let Some(count) = server.kept_members(role).await {
+                kept.insert(role, u32::try_from(count).unwrap_or(u32::MAX));
+            }
+        }
+        kept
     }
 
     /// Stops the coordinator of a deleted store.

@@ -332,9 +332,27 @@ pub struct BookStoreStatus {
     /// When a primary was last replaced because it was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover_time: Option<Time>,
+    /// The settings the store's running coordinator uses now (read from it,
+    /// not from the spec: they show whether a spec change took effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<CoordinatorSettings>,
     /// `Ready`, `Progressing` and `Degraded`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// The settings in force in a store's coordinator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinatorSettings {
+    /// How often members heartbeat, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Missed heartbeats after which a member is down.
+    pub failure_threshold: u32,
+    /// The catalog members the coordinator counts.
+    pub catalog_members: u32,
+    /// The order members the coordinator counts.
+    pub order_members: u32,
 }
 
 /// One replicated tier.

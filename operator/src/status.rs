@@ -7,7 +7,7 @@ use bookstore_core::cluster::Role;
 use bookstore_replication::topology::Topology;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{BookStoreStatus, TierStatus};
+use crate::crd::{BookStoreStatus, CoordinatorSettings, TierStatus};
 use crate::names::StoreNames;
 use crate::validate::ReplicaCounts;
 
@@ -23,6 +23,8 @@ pub struct Observed {
     pub frontend_ready: i32,
     pub cache_ready: i32,
     pub last_failover_time: Option<Time>,
+    /// The settings the running coordinator uses.
+    pub coordinator: Option<CoordinatorSettings>,
     /// Problems with the spec; non-empty means nothing was applied.
     pub spec_problems: Vec<String>,
 }
@@ -97,6 +99,7 @@ pub fn compute(
             .last_failover_time
             .clone()
             .or_else(|| previous.and_then(|p| p.last_failover_time.clone())),
+        coordinator: observed.coordinator.clone(),
         conditions,
     }
 }

@@ -6,6 +6,8 @@ mod config;
 mod services;
 mod workloads;
 
+use std::collections::BTreeMap;
+
 use bookstore_core::cluster::Role;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -24,6 +26,10 @@ pub use config::{cluster_file, token_secret};
 pub struct Inputs {
     /// The coordinator URL the members of this store use.
     pub coordinator_url: String,
+    /// Pods each replicated tier keeps beyond its spec while the coordinator
+    /// still counts a member above the new count (a scale-down waits until
+    /// the member has left the in-sync set and the topology).
+    pub kept_members: BTreeMap<Role, u32>,
 }
 
 /// Every object of one store, in the order they are applied.

@@ -15,6 +15,7 @@ fn sample(spec: BookStoreSpec) -> BookStore {
 fn inputs() -> Inputs {
     Inputs {
         coordinator_url: "http://bookstore-operator.ops.svc:9100/stores/books/shop".into(),
+        kept_members: Default::default(),
     }
 }
 
@@ -225,4 +226,23 @@ fn volumes_go_with_the_store_only_when_asked() {
         assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
         assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
     }
+}
+
+#[test]
+fn a_scale_down_keeps_the_pod_of_a_member_the_coordinator_still_counts() {
+    let spec = BookStoreSpec::default();
+    let store = valid(&spec, "init,1,3,10,t,a\n");
+    let replicas = |inputs: &Inputs| {
+        let built = desired(&sample(spec.clone()), &store, inputs);
+        built.stateful_sets[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+    };
+    let mut kept = inputs();
+    assert_eq!(replicas(&kept), Some(2), "the spec's count");
+    kept.kept_members.insert(Role::Catalog, 3);
+    assert_eq!(replicas(&kept), Some(3), "member 2 has not left yet");
+    kept.kept_members.insert(Role::Catalog, 1);
+    assert_eq!(replicas(&kept), Some(2), "never below the spec");
 }

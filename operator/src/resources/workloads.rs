@@ -61,7 +61,7 @@ pub fn stateful_set(
     StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {
-            replicas: Some(pod_count(store, role)),
+            replicas: Some(kept_pod_count(store, inputs, role)),
             service_name: Some(names.tier(role)),
             // Members start together: each waits for its own resync anyway.
             pod_management_policy: Some("Parallel".to_owned()),
@@ -91,6 +91,13 @@ fn claim_policy(delete: bool) -> String {
 /// The tier's count as a workload's `replicas` (at most `MAX_REPLICAS`).
 fn pod_count(store: &ValidStore, role: Role) -> i32 {
     i32::try_from(store.spec.replicas.of(role)).unwrap_or(i32::MAX)
+}
+
+/// A replicated tier's pods: its spec's count, or more while the coordinator
+/// still has a member above it (scale-down: the topology first, then the pod).
+fn kept_pod_count(store: &ValidStore, inputs: &Inputs, role: Role) -> i32 {
+    let kept = inputs.kept_members.get(&role).copied().unwrap_or(0);
+    pod_count(store, role).max(i32::try_from(kept).unwrap_or(i32::MAX))
 }
 
 pub fn deployment(

@@ -21,6 +21,13 @@
 //!    in-sync set and resyncs from the new primary, so no replica ever keeps
 //!    a write the new primary does not have.
 //!
+//! Its settings (heartbeat interval, miss threshold, members per tier) can
+//! change while it runs ([`Coordinator::reconfigure`]): nothing it knows is
+//! reset, so epochs go on rising. A scale-down removes the members above the
+//! new count from the in-sync set and the topology at once (their driver
+//! shrinks the workload after that, [`Coordinator::kept_members`]); the
+//! primary, or the last in-sync member, is kept until it no longer is.
+//!
 //! What it must never forget (the epoch, the primary and the in-sync set,
 //! [`durable::TierRecord`]) its driver saves before it publishes a topology
 //! that depends on it; a coordinator built from those records continues
@@ -52,7 +59,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MISS_THRESHOLD: u32 = 3;
 
 /// The coordinator's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     pub miss_threshold: u32,
@@ -203,6 +210,51 @@ impl Coordinator {
         &self.config
     }
 
+    /// The members each tier expects, as configured now.
+    pub fn expected_members(&self) -> Vec<(Role, usize)> {
+        self.tiers
+            .values()
+            .map(|state| (state.tier, state.expected_members))
+            .collect()
+    }
+
+    /// Takes new settings: the heartbeat settings apply from now on; each
+    /// tier expects its new member count, and members at or above it leave
+    /// the in-sync set and the topology (a scale-down), except the primary
+    /// and the last in-sync member, which are kept until they no longer are.
+    /// Returns the changes it caused; nothing else is reset.
+    pub fn reconfigure(
+        &mut self,
+        config: CoordinatorConfig,
+        tiers: &[(Role, usize)],
+        now: Instant,
+    ) -> Vec<Published> {
+        self.config = config;
+        let timeout = config.liveness_timeout();
+        for &(tier, expected) in tiers {
+            if let Some(state) = self.tiers.get_mut(&tier) {
+                state.expected_members = expected;
+            }
+        }
+        self.tiers
+            .values_mut()
+            .filter_map(|state| state.settle(now, timeout, Vec::new()))
+            .collect()
+    }
+
+    /// How many pods `tier` must keep: its expected members, or more while a
+    /// member above that count is still in its topology (the primary or the
+    /// last in-sync member of a scale-down).
+    pub fn kept_members(&self, tier: Role) -> Option<usize> {
+        let state = self.tiers.get(&tier)?;
+        let highest = state
+            .members
+            .keys()
+            .next_back()
+            .map_or(0, |&o| o as usize + 1);
+        Some(state.expected_members.max(highest))
+    }
+
     /// What must be saved before the current topologies are published.
     pub fn durable_state(&self) -> DurableState {
         self.tiers
@@ -271,6 +323,11 @@ impl Coordinator {
         let state = self.tiers.get_mut(&heartbeat.tier)?;
         let mut reasons = Vec::new();
         let ordinal = heartbeat.ordinal;
+        // A member removed by a scale-down (its pod is terminating) is not
+        // taken back.
+        if !state.is_expected(ordinal) {
+            return None;
+        }
         let restarted = state
             .members
             .get(&ordinal)
@@ -419,6 +476,41 @@ impl TierState {
         }
     }
 
+    /// Below the expected count, or still kept (see [`Self::remove_scaled_down`]).
+    fn is_expected(&self, ordinal: Ordinal) -> bool {
+        (ordinal as usize) < self.expected_members || self.members.contains_key(&ordinal)
+    }
+
+    /// Removes the members at or above the expected count from the in-sync
+    /// set and the topology, but never the primary, nor the last in-sync
+    /// member (it holds the only copy of the latest acknowledged writes).
+    fn remove_scaled_down(&mut self) -> Vec<String> {
+        let above: Vec<Ordinal> = self
+            .members
+            .keys()
+            .chain(self.in_sync.keys())
+            .copied()
+            .filter(|&o| o as usize >= self.expected_members)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let mut reasons = Vec::new();
+        for ordinal in above {
+            let last_in_sync = self.in_sync.len() == 1 && self.in_sync.contains_key(&ordinal);
+            if self.primary == Some(ordinal) || last_in_sync {
+                continue;
+            }
+            self.members.remove(&ordinal);
+            self.in_sync.remove(&ordinal);
+            reasons.push(format!(
+                "{}-{ordinal} removed: the tier is scaled down to {} members",
+                self.tier, self.expected_members
+            ));
+        }
+        reasons
+    }
+
     fn incarnation_of(&self, ordinal: Ordinal) -> u64 {
         self.members.get(&ordinal).map_or(0, |m| m.incarnation)
     }
@@ -474,6 +566,7 @@ impl TierState {
         timeout: Duration,
         mut reasons: Vec<String>,
     ) -> Option<Published> {
+        reasons.extend(self.remove_scaled_down());
         self.end_resume_if_due(now);
         if self.memory == Memory::Bootstrapping {
             self.try_bootstrap(now, timeout, &mut reasons);
@@ -508,6 +601,8 @@ impl TierState {
                     self.leave_in_sync(ordinal, "stopped heartbeating", &mut reasons);
                 }
                 change = self.apply_rule(now, timeout, &mut reasons);
+                // A primary kept through a scale-down may just have moved.
+                reasons.extend(self.remove_scaled_down());
             }
         }
         if reasons.is_empty() {

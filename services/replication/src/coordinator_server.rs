@@ -42,7 +42,6 @@ pub type ChangeHook = Arc<dyn Fn(&Published) + Send + Sync>;
 pub struct CoordinatorServer {
     guarded: Arc<tokio::sync::Mutex<Guarded>>,
     durable: Arc<dyn DurableStore>,
-    config: CoordinatorConfig,
     /// Peer addresses that get every tier's topology; the operator replaces
     /// them as frontend pods come and go.
     subscribers: Arc<std::sync::RwLock<Vec<String>>>,
@@ -174,7 +173,6 @@ impl CoordinatorServer {
         Ok(Self {
             guarded: Arc::new(tokio::sync::Mutex::new(Guarded { coordinator, saved })),
             durable: setup.durable,
-            config: setup.config,
             subscribers: Arc::new(std::sync::RwLock::new(setup.subscribers)),
             pusher: PeerClient::with_timeout(token, metrics.clone(), PUSH_TIMEOUT),
             metrics: coordinator_metrics,
@@ -259,6 +257,31 @@ impl CoordinatorServer {
             .await;
     }
 
+    /// Takes new settings (the spec changed) without a restart: see
+    /// [`Coordinator::reconfigure`]; the changes are saved and published.
+    pub async fn reconfigure(&self, config: CoordinatorConfig, tiers: &[(Role, usize)]) {
+        let mut guarded = self.guarded.lock().await;
+        let changes = guarded
+            .coordinator
+            .reconfigure(config, tiers, Instant::now());
+        self.commit(&mut guarded, changes).await;
+        tracing::info!(store = %self.store, heartbeat_interval = ?config.heartbeat_interval, miss_threshold = config.miss_threshold, ?tiers, "coordinator settings in force");
+    }
+
+    /// The settings in force: heartbeat settings and members per tier.
+    pub async fn settings(&self) -> (CoordinatorConfig, Vec<(Role, usize)>) {
+        let guarded = self.guarded.lock().await;
+        (
+            *guarded.coordinator.config(),
+            guarded.coordinator.expected_members(),
+        )
+    }
+
+    /// How many pods `tier` must keep (see [`Coordinator::kept_members`]).
+    pub async fn kept_members(&self, tier: Role) -> Option<usize> {
+        self.guarded.lock().await.coordinator.kept_members(tier)
+    }
+
     /// The current topology of every tier.
     pub async fn topologies(&self) -> Vec<Topology> {
         self.guarded
@@ -286,12 +309,18 @@ impl CoordinatorServer {
 
     /// Expires silent members a few times per heartbeat interval, forever,
     /// and logs when a tier starts or stops waiting.
+    /// The tick follows the heartbeat interval in force.
     pub async fn run_ticks(self) {
-        let mut ticker = tokio::time::interval(self.config.heartbeat_interval / 4);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut waiting: BTreeMap<Role, Option<String>> = BTreeMap::new();
         loop {
-            ticker.tick().await;
+            let interval = self
+                .guarded
+                .lock()
+                .await
+                .coordinator
+                .config()
+                .heartbeat_interval;
+            tokio::time::sleep(interval / 4).await;
             let mut guarded = self.guarded.lock().await;
             let now = Instant::now();
             let changes = guarded.coordinator.tick(now);
@@ -323,8 +352,9 @@ impl CoordinatorServer {
             }
             guarded.saved = state;
         }
+        let silent_for = guarded.coordinator.config().liveness_timeout();
         for change in changes {
-            self.publish(change);
+            self.publish(change, silent_for);
         }
         true
     }
@@ -351,8 +381,9 @@ impl CoordinatorServer {
         guarded.coordinator.roll_back(&saved);
     }
 
-    /// Logs, counts and pushes a topology change.
-    fn publish(&self, change: Published) {
+    /// Logs, counts and pushes a topology change; `silent_for` is how long
+    /// a lost primary had been silent (the liveness timeout in force).
+    fn publish(&self, change: Published, silent_for: Duration) {
         let topology = &change.topology;
         let tier = topology.tier.as_str();
         let store = &*self.store;
@@ -379,7 +410,6 @@ impl CoordinatorServer {
                 .failovers
                 .with_label_values(&[store, tier])
                 .inc();
-            let silent_for = self.config.liveness_timeout();
             self.metrics
                 .failover_seconds
                 .with_label_values(&[store, tier])

@@ -671,3 +671,112 @@ mod epochs_only_rise {
         }
     }
 }
+
+mod reconfigure {
+    //! The spec changes while the coordinator runs: settings take effect at
+    //! once, nothing is reset, a scale-down removes members before their
+    //! pods go.
+    use super::*;
+
+    fn config(miss_threshold: u32) -> CoordinatorConfig {
+        CoordinatorConfig {
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            miss_threshold,
+        }
+    }
+
+    /// Three members in sync, 0 primary.
+    fn healthy_trio() -> Scenario {
+        let mut s = Scenario::new(3);
+        s.beat(0, 100, Phase::Joining);
+        s.beat(1, 200, Phase::Joining);
+        s.beat(2, 300, Phase::Joining);
+        s.add_to_in_sync(1).expect("1 joins");
+        s.add_to_in_sync(2).expect("2 joins");
+        s
+    }
+
+    #[test]
+    fn a_raised_failure_threshold_takes_effect_without_resetting_the_epoch() {
+        let mut s = Scenario::healthy_pair();
+        let epoch = s.topology().epoch;
+        let saved = s.coordinator.durable_state();
+        let changes = s.coordinator.reconfigure(config(15), &[(TIER, 2)], s.now);
+        assert!(changes.is_empty(), "settings alone change no topology");
+        assert_eq!(s.coordinator.config().miss_threshold, 15);
+        assert_eq!(s.coordinator.durable_state(), saved, "nothing is reset");
+        // Silent for 5 s: three misses would have dropped it, fifteen do not.
+        let changes = s.run_for(Duration::from_secs(5), &[(0, 100, Phase::Leading)]);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(s.in_sync(), vec![0, 1]);
+        assert_eq!(s.topology().epoch, epoch);
+    }
+
+    #[test]
+    fn a_lowered_failure_threshold_takes_effect_at_once() {
+        let mut s = Scenario::healthy_pair();
+        s.coordinator.reconfigure(config(1), &[(TIER, 2)], s.now);
+        let changes = s.run_for(Duration::from_secs(2), &[(0, 100, Phase::Leading)]);
+        assert!(!changes.is_empty(), "1 is dropped after one missed beat");
+        assert_eq!(s.in_sync(), vec![0]);
+    }
+
+    #[test]
+    fn a_scale_down_removes_the_highest_ordinal_from_the_in_sync_set_and_the_topology() {
+        let mut s = healthy_trio();
+        let epoch = s.topology().epoch;
+        let changes = s
+            .coordinator
+            .reconfigure(CoordinatorConfig::default(), &[(TIER, 2)], s.now);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let topology = &changes[0].topology;
+        assert_eq!(topology.epoch, epoch + 1, "the epoch rises once");
+        assert_eq!(topology.primary, Some(0));
+        assert!(topology.member(2).is_none(), "removed from the topology");
+        assert_eq!(s.in_sync(), vec![0, 1]);
+        assert_eq!(s.coordinator.durable_state()[&TIER].in_sync.len(), 2);
+        assert_eq!(s.coordinator.kept_members(TIER), Some(2), "the pod may go");
+        // Its terminating pod still heartbeats: it is not taken back.
+        assert!(s.beat(2, 300, Phase::Following).is_none());
+        assert!(s.topology().member(2).is_none());
+    }
+
+    #[test]
+    fn a_scale_down_keeps_a_primary_above_the_new_count_until_the_primary_moves() {
+        let mut s = Scenario::healthy_pair();
+        // 0 restarts: 1 takes over.
+        s.beat(0, 101, Phase::Joining);
+        assert_eq!(s.topology().primary, Some(1));
+        let changes = s
+            .coordinator
+            .reconfigure(CoordinatorConfig::default(), &[(TIER, 1)], s.now);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(s.topology().primary, Some(1));
+        assert_eq!(s.coordinator.kept_members(TIER), Some(2), "its pod stays");
+        // 0 resyncs and is admitted; the rule moves the primary to 0, and
+        // then 1 leaves.
+        s.add_to_in_sync(0).expect("0 is admitted");
+        s.advance(Duration::from_millis(250));
+        assert_eq!(s.topology().primary, Some(0));
+        assert!(s.topology().member(1).is_none());
+        assert_eq!(s.coordinator.kept_members(TIER), Some(1));
+    }
+
+    #[test]
+    fn a_scale_up_adds_the_member_once_it_has_resynced() {
+        let mut s = Scenario::healthy_pair();
+        assert!(
+            s.beat(2, 300, Phase::Joining).is_none(),
+            "not a member yet: ignored"
+        );
+        assert!(s.topology().member(2).is_none());
+        s.coordinator
+            .reconfigure(CoordinatorConfig::default(), &[(TIER, 3)], s.now);
+        s.beat(2, 300, Phase::Joining);
+        let member = s.topology().member(2).cloned().expect("a member");
+        assert!(member.live && !member.in_sync, "it joins first");
+        s.add_to_in_sync(2).expect("admitted after its resync");
+        assert_eq!(s.in_sync(), vec![0, 1, 2]);
+        assert_eq!(s.coordinator.kept_members(TIER), Some(3));
+    }
+}

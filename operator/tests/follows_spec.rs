@@ -1,0 +1,240 @@
+//! The running coordinator follows the spec (issue 13, item 4), against a
+//! real API server (`tests/cluster/cluster.sh up api-only`): a changed
+//! heartbeat interval and failure threshold are in force at the next
+//! reconcile, shown in the status and the operator's metrics, with the epochs
+//! going on from where they were; a scale-up adds the member once it has
+//! resynced; a scale-down first removes the highest ordinal from the in-sync
+//! set and the topology, and only then shrinks the StatefulSet, and the
+//! removed member's heartbeats do not bring it back.
+//!
+//! As in `api_server.rs`, the test plays the kubelet and the members.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bookstore_core::cluster::Role;
+use bookstore_operator::crd::{BookStore, BookStoreStatus, CoordinatorSettings};
+use bookstore_replication::topology::Topology;
+use bookstore_system_tests::store::{self, tier};
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::members::{CoordinatorEndpoint, SimulatedMember};
+use support::{Cluster, Mode, OperatorProcess, eventually, install_crd, namespace, set_ready};
+
+const STORE: &str = "spec";
+const WAIT: Duration = Duration::from_secs(60);
+const HEARTBEAT: Duration = Duration::from_millis(200);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_coordinator_follows_settings_and_scaling() {
+    let cluster = Cluster::start(Mode::ApiOnly);
+    let client = cluster.client().await;
+    install_crd(&client).await;
+    let ns = namespace(&client, "follows").await;
+    let operator = OperatorProcess::start(&cluster, &ns, "follows");
+    eventually("the operator leads", WAIT, || async {
+        operator.is_leading().await.then_some(())
+    })
+    .await;
+    let stores = Api::<BookStore>::namespaced(client.clone(), &ns);
+    let store: BookStore = serde_json::from_value(json!({
+        "apiVersion": "mybookstore.dev/v1alpha1",
+        "kind": "BookStore",
+        "metadata": {"name": STORE},
+        "spec": {
+            "replicas": {"catalog": 2, "order": 1},
+            "heartbeat": {"intervalMs": 200, "failureThreshold": 3},
+        },
+    }))
+    .expect("a BookStore");
+    stores
+        .create(&PostParams::default(), &store)
+        .await
+        .expect("the store is created");
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns);
+    let token = store::peer_token(&client, &ns, STORE, WAIT).await;
+    let mut members = Members {
+        endpoint: CoordinatorEndpoint {
+            base: Arc::new(RwLock::new(format!(
+                "{}/stores/{ns}/{STORE}",
+                operator.coordinator_url
+            ))),
+            token: token.clone(),
+            interval: HEARTBEAT,
+        },
+        running: BTreeMap::new(),
+    };
+    for (role, ordinal) in [(Role::Catalog, 0), (Role::Catalog, 1), (Role::Order, 0)] {
+        members.start(&pods, role, ordinal).await;
+    }
+    let started = wait(
+        &stores,
+        "both catalog members in sync, settings shown",
+        |s| {
+            tier(s, "catalog").in_sync_members == 2
+                && tier(s, "catalog").primary == Some(0)
+                && s.coordinator == Some(settings(200, 3, 2, 1))
+        },
+    )
+    .await;
+
+    // 1. New heartbeat settings: in force at the next reconcile, in the
+    //    status and the metrics, and nothing is reset.
+    patch_spec(
+        &stores,
+        json!({"heartbeat": {"intervalMs": 300, "failureThreshold": 15}}),
+    )
+    .await;
+    let reconfigured = wait(&stores, "the new settings are in force", |s| {
+        s.coordinator == Some(settings(300, 15, 2, 1))
+    })
+    .await;
+    assert_eq!(tier(&reconfigured, "catalog").primary, Some(0));
+    assert!(
+        tier(&reconfigured, "catalog").epoch >= tier(&started, "catalog").epoch,
+        "epochs go on, never reset: {:?} then {:?}",
+        started.catalog,
+        reconfigured.catalog
+    );
+    let metrics = operator.metrics().await;
+    for (setting, value) in [("failure_threshold", 15), ("heartbeat_interval_ms", 300)] {
+        let series = format!(
+            "bookstore_operator_coordinator_setting{{setting=\"{setting}\",store=\"{ns}/{STORE}\"}} {value}"
+        );
+        assert!(metrics.contains(&series), "{series} in:\n{metrics}");
+    }
+
+    // 2. Scale-up: the new member joins, resyncs (its primary admits it)
+    //    and counts as in sync.
+    patch_spec(&stores, json!({"replicas": {"catalog": 3}})).await;
+    members.start(&pods, Role::Catalog, 2).await;
+    let grown = wait(&stores, "catalog-2 is in sync", |s| {
+        tier(s, "catalog").in_sync_members == 3
+            && s.coordinator.as_ref().map(|c| c.catalog_members) == Some(3)
+    })
+    .await;
+
+    // 3. Scale-down: catalog-2 leaves the in-sync set and the topology before
+    //    the StatefulSet shrinks; its heartbeats (it is still running) do
+    //    not bring it back.
+    patch_spec(&stores, json!({"replicas": {"catalog": 2}})).await;
+    let sets = Api::<StatefulSet>::namespaced(client.clone(), &ns);
+    eventually("the catalog StatefulSet shrinks to 2", WAIT, || async {
+        let replicas = sets
+            .get(&format!("{STORE}-catalog"))
+            .await
+            .ok()?
+            .spec?
+            .replicas;
+        (replicas == Some(2)).then_some(())
+    })
+    .await;
+    let topology = catalog_topology(&operator, &ns, &token).await;
+    assert!(
+        topology.member(2).is_none(),
+        "catalog-2 left the topology before its pod: {topology:?}"
+    );
+    let in_sync = topology.in_sync_ordinals();
+    assert_eq!(in_sync, vec![0, 1]);
+    assert!(topology.epoch > tier(&grown, "catalog").epoch);
+    // A few more heartbeats of catalog-2, then it still is not a member.
+    tokio::time::sleep(HEARTBEAT * 5).await;
+    let later = catalog_topology(&operator, &ns, &token).await;
+    assert!(later.member(2).is_none(), "{later:?}");
+    assert_eq!(later.primary, Some(0));
+    let shrunk = wait(&stores, "the status counts two catalog members", |s| {
+        tier(s, "catalog").desired_members == 2
+            && tier(s, "catalog").in_sync_members == 2
+            && s.coordinator.as_ref().map(|c| c.catalog_members) == Some(2)
+    })
+    .await;
+    assert!(tier(&shrunk, "catalog").epoch >= topology.epoch);
+
+    stores
+        .delete(STORE, &DeleteParams::foreground())
+        .await
+        .expect("the store is deleted");
+    drop(members);
+    let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
+        .delete(&ns, &DeleteParams::default())
+        .await;
+}
+
+fn settings(interval_ms: u64, threshold: u32, catalog: u32, order: u32) -> CoordinatorSettings {
+    CoordinatorSettings {
+        heartbeat_interval_ms: interval_ms,
+        failure_threshold: threshold,
+        catalog_members: catalog,
+        order_members: order,
+    }
+}
+
+async fn patch_spec(stores: &Api<BookStore>, spec: serde_json::Value) {
+    stores
+        .patch(
+            STORE,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "spec": spec })),
+        )
+        .await
+        .expect("the store is changed");
+}
+
+async fn wait(
+    stores: &Api<BookStore>,
+    what: &str,
+    check: impl Fn(&BookStoreStatus) -> bool,
+) -> BookStoreStatus {
+    store::wait_status(stores, STORE, what, WAIT, check).await
+}
+
+/// The catalog topology, from the operator's coordinator API as a member
+/// would read it.
+async fn catalog_topology(operator: &OperatorProcess, ns: &str, token: &str) -> Topology {
+    let url = format!(
+        "{}/stores/{ns}/{STORE}/coordinator/topology",
+        operator.coordinator_url
+    );
+    let topologies: Vec<Topology> = reqwest::Client::new()
+        .get(url)
+        .header("x-bookstore-peer-token", token)
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("the coordinator answers")
+        .json()
+        .await
+        .expect("topologies");
+    topologies
+        .into_iter()
+        .find(|t| t.tier == Role::Catalog)
+        .expect("a catalog topology")
+}
+
+/// The replicated members, played by the test.
+struct Members {
+    endpoint: CoordinatorEndpoint,
+    running: BTreeMap<(Role, u32), SimulatedMember>,
+}
+
+impl Members {
+    /// Once its pod exists: the (played) kubelet runs it, and it heartbeats.
+    async fn start(&mut self, pods: &Api<Pod>, role: Role, ordinal: u32) {
+        let name = format!("{STORE}-{role}-{ordinal}");
+        eventually(&format!("{name} exists"), WAIT, || async {
+            pods.get_opt(&name).await.ok()?
+        })
+        .await;
+        set_ready(pods, &name, true).await;
+        self.running.insert(
+            (role, ordinal),
+            SimulatedMember::start(self.endpoint.clone(), role, ordinal),
+        );
+    }
+}
