@@ -32,6 +32,7 @@ use crate::metrics::{self, OperatorMetrics};
 use crate::names::{FIELD_MANAGER, PRIMARY, REPLICA, ROLE_LABEL, StoreNames};
 use crate::resources::{self, Inputs, owner_reference, store_names};
 use crate::status::{self, Observed};
+use crate::switchover;
 use crate::validate::{self, InventorySource, ReplicaCounts, ValidSpec, ValidStore};
 
 /// How often a healthy store is looked at again: the coordinator changes
@@ -292,6 +293,14 @@ impl Reconciler<'_> {
         ))
     }
 
+    /// What the switchover annotation asks for (nothing without it).
+    fn switchover_requests(&self) -> Result<switchover::Requests, switchover::BadAnnotation> {
+        self.store
+            .annotations()
+            .get(switchover::ANNOTATION)
+            .map_or_else(|| Ok(switchover::Requests::new()), |v| switchover::parse(v))
+    }
+
     fn key(&self) -> StoreKey {
         (self.names.namespace.clone(), self.names.name.clone())
     }
@@ -387,6 +396,9 @@ impl Reconciler<'_> {
                 .await;
         }
         coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
+        let switchover = coordination
+            .apply_switchovers(self.store, &key, self.switchover_requests())
+            .await;
         Ok(Observed {
             generation: self.store.metadata.generation,
             catalog: coordination.topology(&key, Role::Catalog).await,
@@ -397,6 +409,7 @@ impl Reconciler<'_> {
             cache_ready: self.deployment_ready(Role::Cache).await?,
             last_failover_time: coordination.last_failover(&key),
             coordinator: coordination.settings(&key).await,
+            switchover,
             spec_problems: Vec::new(),
         })
     }

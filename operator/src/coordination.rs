@@ -35,6 +35,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use crate::crd::{BookStore, CoordinatorSettings};
 use crate::names::{PEER_PORT, StoreNames};
 use crate::resources::store_names;
+use crate::switchover::{BadAnnotation, Requests, SwitchoverState};
 use crate::validate::ValidStore;
 
 /// A store, by namespace and name.
@@ -50,6 +51,8 @@ struct StoreCoordinator {
     order_members: Vec<String>,
     ticks: tokio::task::AbortHandle,
     last_failover: Arc<Mutex<Option<Time>>>,
+    /// The switchover refusals last reported (an Event only for new ones).
+    refused: Vec<String>,
 }
 
 impl Drop for StoreCoordinator {
@@ -165,6 +168,7 @@ impl Coordination {
                 order_members,
                 ticks,
                 last_failover,
+                refused: Vec::new(),
             },
         );
         Ok(server)
@@ -222,6 +226,79 @@ impl Coordination {
             }
         }
         kept
+    }
+
+    /// Applies what the switchover annotation asks for (`requests`; an
+    /// unreadable annotation changes nothing and is reported): each tier's
+    /// coordinator is asked to move its primary, or to end a request the
+    /// annotation no longer makes. A refused request is retried at every
+    /// reconcile (the target may come in sync), with one Warning Event per
+    /// new refusal.
+    pub async fn apply_switchovers(
+        &self,
+        store: &BookStore,
+        key: &StoreKey,
+        requests: Result<Requests, BadAnnotation>,
+    ) -> SwitchoverState {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return SwitchoverState::default();
+        };
+        let mut state = SwitchoverState::default();
+        match requests {
+            Err(bad) => state.refused.push(bad.to_string()),
+            Ok(requests) => {
+                for tier in [Role::Catalog, Role::Order] {
+                    let target = requests.get(&tier).copied();
+                    let outcome = if server.switchover_target(tier).await == target {
+                        Ok(())
+                    } else {
+                        server.switch_over(tier, target).await
+                    };
+                    match (outcome, target) {
+                        (Err(refused), Some(ordinal)) => state.refused.push(format!(
+                            "switchover of {tier} to {tier}-{ordinal} refused: {refused}"
+                        )),
+                        (Ok(()), Some(ordinal)) => state.held.push((tier, ordinal)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.report_refusals(store, key, &state.refused).await;
+        state
+    }
+
+    /// One Warning Event per refusal not reported before.
+    async fn report_refusals(&self, store: &BookStore, key: &StoreKey, refused: &[String]) {
+        let new: Vec<String> = {
+            let mut stores = self.lock();
+            let Some(entry) = stores.get_mut(key) else {
+                return;
+            };
+            let new = refused
+                .iter()
+                .filter(|r| !entry.refused.contains(r))
+                .cloned()
+                .collect();
+            entry.refused = refused.to_vec();
+            new
+        };
+        let Some(recorder) = self.recorder.clone() else {
+            return;
+        };
+        for note in new {
+            tracing::warn!(store = %key.1, namespace = %key.0, "{note}");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "SwitchoverRefused".to_owned(),
+                note: Some(note),
+                action: "SwitchOver".to_owned(),
+                secondary: None,
+            };
+            if let Err(error) = recorder.publish(&event, &store.object_ref(&())).await {
+                tracing::warn!(%error, "cannot publish an Event");
+            }
+        }
     }
 
     /// Stops the coordinator of a deleted store.
@@ -353,6 +430,9 @@ pub fn event_for(names: &StoreNames, change: &Published) -> Event {
     let topology = &change.topology;
     let (reason, action, type_) = match (change.failover, change.previous_primary) {
         (true, _) => ("Failover", "FailOver", EventType::Warning),
+        (false, Some(_)) if change.reason.contains("by switchover") => {
+            ("Switchover", "SwitchOver", EventType::Normal)
+        }
         (false, Some(_)) => ("Handover", "HandOver", EventType::Normal),
         _ if change.reason.contains("added [") && !change.reason.contains("added []") => {
             ("Resynced", "Admit", EventType::Normal)
@@ -474,6 +554,18 @@ mod tests {
         assert_eq!(
             event_for(&names, &published(false, Some(1), "moved")).reason,
             "Handover"
+        );
+        assert_eq!(
+            event_for(
+                &names,
+                &published(
+                    false,
+                    Some(0),
+                    "catalog primary moved from 0 to 1 by switchover"
+                )
+            )
+            .reason,
+            "Switchover"
         );
         assert_eq!(
             event_for(

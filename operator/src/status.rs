@@ -9,6 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::crd::{BookStoreStatus, CoordinatorSettings, TierStatus};
 use crate::names::StoreNames;
+use crate::switchover::SwitchoverState;
 use crate::validate::ReplicaCounts;
 
 /// What one reconcile observed.
@@ -25,6 +26,8 @@ pub struct Observed {
     pub last_failover_time: Option<Time>,
     /// The settings the running coordinator uses.
     pub coordinator: Option<CoordinatorSettings>,
+    /// Where the switchovers the annotation asks for stand.
+    pub switchover: SwitchoverState,
     /// Problems with the spec; non-empty means nothing was applied.
     pub spec_problems: Vec<String>,
 }
@@ -72,7 +75,7 @@ pub fn compute(
             last_transition_time,
         }
     };
-    let conditions = vec![
+    let mut conditions = vec![
         condition("Ready", verdict.ready, verdict.reason, &verdict.sentence),
         condition(
             "Progressing",
@@ -87,6 +90,9 @@ pub fn compute(
             &verdict.sentence,
         ),
     ];
+    if let Some((on, reason, message)) = observed.switchover.condition() {
+        conditions.push(condition("Switchover", on, reason, &message));
+    }
     BookStoreStatus {
         observed_generation: observed.generation,
         phase: Some(verdict.sentence.clone()),

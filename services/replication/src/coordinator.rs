@@ -17,7 +17,8 @@
 //!    completed resync. Heartbeats of the incarnation that was marked down do
 //!    not revive it, so a terminating pod can never bounce the primary.
 //! 3. The rule ([`crate::rule::choose_primary`]) picks a different primary:
-//!    the lowest live in-sync ordinal. Every other member then leaves the
+//!    the lowest live in-sync ordinal, or, while a planned switchover asks for
+//!    an in-sync member ([`Coordinator::switch_over`]), that member. Every other member then leaves the
 //!    in-sync set and resyncs from the new primary, so no replica ever keeps
 //!    a write the new primary does not have.
 //!
@@ -47,7 +48,8 @@ use std::time::{Duration, Instant};
 use bookstore_core::cluster::{Ordinal, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::rule::{Candidate, choose_primary};
+use crate::rule::Candidate;
+use crate::switchover::{self, SwitchoverRefused};
 use crate::topology::{AlterInSync, Epoch, Heartbeat, LogIndex, Phase, Topology, TopologyMember};
 use durable::{DurableState, TierRecord};
 
@@ -154,6 +156,8 @@ struct TierState {
     in_sync: BTreeMap<Ordinal, u64>,
     members: BTreeMap<Ordinal, MemberRecord>,
     memory: Memory,
+    /// The member a planned switchover asks for, while it asks.
+    preferred: Option<Ordinal>,
 }
 
 /// The coordinator of every replicated tier of one store.
@@ -190,6 +194,7 @@ impl Coordinator {
                     in_sync: BTreeMap::new(),
                     members: BTreeMap::new(),
                     memory: Memory::Bootstrapping,
+                    preferred: None,
                 };
                 match durable.get(&tier) {
                     Some(record) if !record.in_sync.is_empty() => {
@@ -394,6 +399,33 @@ impl Coordinator {
             .get(&tier)
             .and_then(|state| state.members.get(&ordinal))
             .is_some_and(|m| m.marked_down)
+    }
+
+    /// A planned switchover: while `target` is `Some`, the rule prefers that
+    /// member whenever it is healthy, so the primary moves to it now by a
+    /// clean handover (one new epoch; the old primary stops taking writes);
+    /// `None` ends the request and the plain rule applies again. Refused,
+    /// and nothing changed, unless the target is live and in sync.
+    pub fn switch_over(
+        &mut self,
+        tier: Role,
+        target: Option<Ordinal>,
+        now: Instant,
+    ) -> Result<Option<Published>, SwitchoverRefused> {
+        let timeout = self.config.liveness_timeout();
+        let Some(state) = self.tiers.get_mut(&tier) else {
+            return Ok(None);
+        };
+        if let Some(target) = target {
+            switchover::check(&state.candidates(now, timeout), state.primary, target)?;
+        }
+        state.preferred = target;
+        Ok(state.settle(now, timeout, Vec::new()))
+    }
+
+    /// The member a switchover asks for in `tier`, if any.
+    pub fn switchover_target(&self, tier: Role) -> Option<Ordinal> {
+        self.tiers.get(&tier).and_then(|state| state.preferred)
     }
 
     /// Expires silent members and re-applies the rule; call it a few times
@@ -617,35 +649,44 @@ impl TierState {
         })
     }
 
-    /// Elects the lowest live in-sync member if that is not the primary.
-    fn apply_rule(
-        &mut self,
-        now: Instant,
-        timeout: Duration,
-        reasons: &mut Vec<String>,
-    ) -> PrimaryChange {
-        let candidates: Vec<Candidate> = self
-            .members
+    fn candidates(&self, now: Instant, timeout: Duration) -> Vec<Candidate> {
+        self.members
             .keys()
             .map(|&ordinal| Candidate {
                 ordinal,
                 live: self.is_live(ordinal, now, timeout),
                 in_sync: self.in_sync.contains_key(&ordinal),
             })
-            .collect();
-        let desired = choose_primary(&candidates);
+            .collect()
+    }
+
+    /// Elects the lowest live in-sync member (or the one a switchover asks
+    /// for) if that is not the primary.
+    fn apply_rule(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        reasons: &mut Vec<String>,
+    ) -> PrimaryChange {
+        let desired =
+            switchover::choose_primary_preferring(&self.candidates(now, timeout), self.preferred);
         let previous = self.primary;
         if desired == previous {
             return PrimaryChange::default();
         }
         let failover = previous
             .is_some_and(|p| !self.is_live(p, now, timeout) || !self.in_sync.contains_key(&p));
+        let by_switchover = !failover && previous.is_some() && desired == self.preferred;
         // A new primary starts a new lineage: everyone else resyncs. With no
         // healthy member, the in-sync set stays: the tier waits for it.
         if let Some(new) = desired {
             self.in_sync = BTreeMap::from([(new, self.incarnation_of(new))]);
         }
         reasons.push(match (previous, desired) {
+            (Some(old), Some(new)) if by_switchover => format!(
+                "{} primary moved from {old} to {new} by switchover",
+                self.tier
+            ),
             (Some(old), Some(new)) => format!("{} primary moved from {old} to {new}", self.tier),
             (None, Some(new)) => format!("{} primary is {new}", self.tier),
             (Some(old), None) => format!(

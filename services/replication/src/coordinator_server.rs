@@ -28,6 +28,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts};
 
 use crate::coordinator::durable::{DurableError, DurableState, DurableStore};
 use crate::coordinator::{AlterError, Coordinator, CoordinatorConfig, Published, TierStatus};
+use crate::switchover::SwitchoverRefused;
 use crate::topology::{AlterInSync, Heartbeat, Topology};
 
 /// How long a topology push may take; a member that misses one learns the
@@ -266,6 +267,31 @@ impl CoordinatorServer {
             .reconfigure(config, tiers, Instant::now());
         self.commit(&mut guarded, changes).await;
         tracing::info!(store = %self.store, heartbeat_interval = ?config.heartbeat_interval, miss_threshold = config.miss_threshold, ?tiers, "coordinator settings in force");
+    }
+
+    /// A planned switchover of `tier` to `target` (`None`: end the request);
+    /// see [`Coordinator::switch_over`]. The handover is saved and published.
+    pub async fn switch_over(
+        &self,
+        tier: Role,
+        target: Option<bookstore_core::cluster::Ordinal>,
+    ) -> Result<(), SwitchoverRefused> {
+        let mut guarded = self.guarded.lock().await;
+        let change = guarded
+            .coordinator
+            .switch_over(tier, target, Instant::now())?;
+        self.commit(&mut guarded, change.into_iter().collect())
+            .await;
+        Ok(())
+    }
+
+    /// The member a switchover asks for in `tier`, if any.
+    pub async fn switchover_target(&self, tier: Role) -> Option<bookstore_core::cluster::Ordinal> {
+        self.guarded
+            .lock()
+            .await
+            .coordinator
+            .switchover_target(tier)
     }
 
     /// The settings in force: heartbeat settings and members per tier.

@@ -780,3 +780,88 @@ mod reconfigure {
         assert_eq!(s.coordinator.kept_members(TIER), Some(3));
     }
 }
+
+mod switchover {
+    //! Planned switchover: the primary moves to a named in-sync member by one
+    //! clean handover, stays there while asked, and a member that is not in
+    //! sync is refused.
+    use super::*;
+    use crate::switchover::SwitchoverRefused;
+
+    /// A healthy pair switched over to 1; 0 has resynced and is in sync.
+    fn switched_to_1_and_0_resynced() -> Scenario {
+        let mut s = Scenario::healthy_pair();
+        s.coordinator
+            .switch_over(TIER, Some(1), s.now)
+            .expect("allowed");
+        s.beat(0, 100, Phase::Joining);
+        s.add_to_in_sync(0).expect("0 resynced");
+        s
+    }
+
+    #[test]
+    fn a_switchover_moves_the_primary_to_the_in_sync_target_with_one_new_epoch() {
+        let mut s = Scenario::healthy_pair();
+        let epoch = s.topology().epoch;
+        let moved = s
+            .coordinator
+            .switch_over(TIER, Some(1), s.now)
+            .expect("allowed")
+            .expect("a change");
+        assert_eq!(moved.topology.primary, Some(1));
+        assert_eq!(moved.topology.epoch, epoch + 1, "the epoch rises once");
+        assert!(!moved.failover, "a handover, not a failover");
+        assert_eq!(moved.previous_primary, Some(0));
+        assert!(moved.reason.contains("by switchover"), "{}", moved.reason);
+        // The old primary resyncs from the new one.
+        assert_eq!(s.in_sync(), vec![1]);
+        assert_eq!(s.coordinator.durable_state()[&TIER].primary, Some(1));
+    }
+
+    #[test]
+    fn the_target_stays_primary_while_asked_and_the_rule_returns_after() {
+        let mut s = switched_to_1_and_0_resynced();
+        let changes = s.run_for(
+            Duration::from_secs(3),
+            &[(0, 100, Phase::Following), (1, 200, Phase::Leading)],
+        );
+        assert!(changes.is_empty(), "the lowest ordinal waits: {changes:?}");
+        assert_eq!(s.topology().primary, Some(1));
+        let back = s
+            .coordinator
+            .switch_over(TIER, None, s.now)
+            .expect("always allowed")
+            .expect("the rule applies again");
+        assert_eq!(back.topology.primary, Some(0));
+        assert!(!back.reason.contains("by switchover"));
+    }
+
+    #[test]
+    fn a_switchover_to_a_member_that_is_not_in_sync_is_refused_and_changes_nothing() {
+        let mut s = Scenario::new(2);
+        s.beat(0, 100, Phase::Joining);
+        s.beat(1, 200, Phase::Joining);
+        let before = s.topology();
+        assert_eq!(
+            s.coordinator.switch_over(TIER, Some(1), s.now),
+            Err(SwitchoverRefused::NotInSync(1))
+        );
+        assert_eq!(s.topology(), before);
+        assert_eq!(s.coordinator.switchover_target(TIER), None);
+        // Once it is in sync the same request is allowed.
+        s.add_to_in_sync(1).expect("1 resynced");
+        let moved = s
+            .coordinator
+            .switch_over(TIER, Some(1), s.now)
+            .expect("allowed");
+        assert_eq!(moved.map(|m| m.topology.primary), Some(Some(1)));
+    }
+
+    #[test]
+    fn a_lost_switchover_target_fails_over_to_the_lowest_in_sync_member() {
+        let mut s = switched_to_1_and_0_resynced();
+        let lost = s.coordinator.mark_down(TIER, 1, s.now).expect("a change");
+        assert!(lost.failover);
+        assert_eq!(lost.topology.primary, Some(0));
+    }
+}

@@ -1,11 +1,20 @@
-//! The running coordinator follows the spec (issue 13, item 4), against a
-//! real API server (`tests/cluster/cluster.sh up api-only`): a changed
+//! Day-2 operations against a real API server (`tests/cluster/cluster.sh up
+//! api-only`), one store through every step in turn.
+//!
+//! The running coordinator follows the spec (issue 13, item 4): a changed
 //! heartbeat interval and failure threshold are in force at the next
 //! reconcile, shown in the status and the operator's metrics, with the epochs
 //! going on from where they were; a scale-up adds the member once it has
 //! resynced; a scale-down first removes the highest ordinal from the in-sync
 //! set and the topology, and only then shrinks the StatefulSet, and the
 //! removed member's heartbeats do not bring it back.
+//!
+//! Planned switchover (item 2): the annotation `mybookstore.dev/switchover:
+//! catalog=1` moves the catalog primary to ordinal 1 by one new epoch (a
+//! `Switchover` Event, the `Switchover` condition), and keeps it there after
+//! ordinal 0 is back in sync; a switchover to a member that is down is
+//! refused with the condition and a `SwitchoverRefused` Event, and nothing
+//! moves.
 //!
 //! As in `api_server.rs`, the test plays the kubelet and the members.
 
@@ -32,7 +41,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_millis(200);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_running_coordinator_follows_settings_and_scaling() {
+async fn settings_scaling_and_switchover_on_a_real_api_server() {
     let cluster = Cluster::start(Mode::ApiOnly);
     let client = cluster.client().await;
     install_crd(&client).await;
@@ -156,6 +165,66 @@ async fn the_running_coordinator_follows_settings_and_scaling() {
     .await;
     assert!(tier(&shrunk, "catalog").epoch >= topology.epoch);
 
+    // 4. Switchover to catalog-1 (in sync): one new epoch, a clean handover.
+    let before = catalog_topology(&operator, &ns, &token).await;
+    assert_eq!(before.primary, Some(0));
+    annotate(&stores, Some("catalog=1")).await;
+    store::wait_event(
+        &client,
+        &ns,
+        STORE,
+        "Switchover",
+        &format!(
+            "catalog epoch {}: catalog primary moved from 0 to 1 by switchover",
+            before.epoch + 1
+        ),
+        WAIT,
+    )
+    .await;
+    let switched = wait(
+        &stores,
+        "catalog-1 is primary, catalog-0 back in sync",
+        |s| {
+            tier(s, "catalog").primary == Some(1)
+                && tier(s, "catalog").in_sync_members == 2
+                && condition_reason(s, "Switchover") == Some(("True", "Requested"))
+        },
+    )
+    .await;
+    // The lowest ordinal is in sync again, yet the primary stays while asked.
+    tokio::time::sleep(HEARTBEAT * 5).await;
+    let held = catalog_topology(&operator, &ns, &token).await;
+    assert_eq!(held.primary, Some(1), "{held:?}");
+    assert!(tier(&switched, "catalog").epoch > before.epoch);
+
+    // 5. Switchover to a member that is down: refused, nothing moves.
+    members.running.remove(&(Role::Catalog, 0));
+    set_failed(&pods, &format!("{STORE}-catalog-0")).await;
+    wait(&stores, "catalog-0 left the in-sync set", |s| {
+        tier(s, "catalog").in_sync_members == 1
+    })
+    .await;
+    annotate(&stores, Some("catalog=0")).await;
+    let refused = wait(&stores, "the switchover to catalog-0 is refused", |s| {
+        condition_reason(s, "Switchover") == Some(("False", "Refused"))
+    })
+    .await;
+    assert_eq!(tier(&refused, "catalog").primary, Some(1));
+    store::wait_event(
+        &client,
+        &ns,
+        STORE,
+        "SwitchoverRefused",
+        "switchover of catalog to catalog-0 refused",
+        WAIT,
+    )
+    .await;
+    annotate(&stores, None).await;
+    wait(&stores, "the Switchover condition is gone", |s| {
+        s.conditions.iter().all(|c| c.type_ != "Switchover")
+    })
+    .await;
+
     stores
         .delete(STORE, &DeleteParams::foreground())
         .await
@@ -173,6 +242,31 @@ fn settings(interval_ms: u64, threshold: u32, catalog: u32, order: u32) -> Coord
         catalog_members: catalog,
         order_members: order,
     }
+}
+
+async fn annotate(stores: &Api<BookStore>, value: Option<&str>) {
+    let patch = json!({"metadata": {"annotations": {"mybookstore.dev/switchover": value}}});
+    stores
+        .patch(STORE, &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .expect("the store is annotated");
+}
+
+/// A condition's status and reason.
+fn condition_reason<'a>(status: &'a BookStoreStatus, type_: &str) -> Option<(&'a str, &'a str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.as_str(), c.reason.as_str()))
+}
+
+/// Plays the kubelet: the pod's container has exited.
+async fn set_failed(pods: &Api<Pod>, name: &str) {
+    let patch = json!({"status": {"phase": "Failed"}});
+    pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("the pod's status is patched");
 }
 
 async fn patch_spec(stores: &Api<BookStore>, spec: serde_json::Value) {
