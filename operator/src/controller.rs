@@ -27,13 +27,13 @@ use tracing::Instrument as _;
 
 use crate::coordination::{Coordination, StoreKey, coordinator_url};
 use crate::coordinator_state::ConfigMapStore;
-use crate::crd::{BookStore, BookStoreStatus};
+use crate::crd::{BookStore, BookStoreStatus, TierRollout};
 use crate::metrics::{self, OperatorMetrics};
 use crate::names::{FIELD_MANAGER, PRIMARY, REPLICA, ROLE_LABEL, StoreNames};
 use crate::resources::{self, Inputs, owner_reference, store_names};
 use crate::status::{self, Observed};
-use crate::switchover;
 use crate::validate::{self, InventorySource, ReplicaCounts, ValidSpec, ValidStore};
+use crate::{rollout, switchover};
 
 /// How often a healthy store is looked at again: the coordinator changes
 /// topologies between reconciles, and labels and status follow within this.
@@ -253,9 +253,12 @@ impl Reconciler<'_> {
         };
         self.apply_all(&resources::desired(self.store, &valid, &inputs))
             .await?;
-        // 4. Coordinate: pods in, primaries' labels out.
+        // 4. Coordinate: pods in, the rollout's next step, primaries' labels
+        //    out.
         let pods = self.list_pods().await?;
-        let observed = self.observe(&valid, &pods).await?;
+        let rollout = self.roll_out(&valid, &pods).await?;
+        let mut observed = self.observe(&valid, &pods).await?;
+        observed.rollout = rollout;
         self.label_pods(&valid, &pods, &observed).await?;
         // 5. Report.
         self.write_status(&valid, &observed).await?;
@@ -381,6 +384,100 @@ impl Reconciler<'_> {
             .items)
     }
 
+    /// Takes each replicated tier's rollout one step ([`rollout::plan`]):
+    /// deletes the next outdated pod, or asks for the switchover away from
+    /// the primary, or ends the rollout's switchover; an Event per step.
+    async fn roll_out(&self, valid: &ValidStore, pods: &[Pod]) -> Result<Vec<TierRollout>, Error> {
+        let sets =
+            Api::<StatefulSet>::namespaced(self.context.client.clone(), &self.names.namespace);
+        let key = self.key();
+        let mut rollouts = Vec::new();
+        for role in [Role::Catalog, Role::Order] {
+            let Some(set) = sets.get_opt(&self.names.tier(role)).await? else {
+                continue;
+            };
+            let Some(revision) = set.status.as_ref().and_then(|s| s.update_revision.clone()) else {
+                continue;
+            };
+            let topology = self.context.coordination.topology(&key, role).await;
+            let view = rollout::TierView {
+                tier: role,
+                members: (0..valid.spec.replicas.of(role))
+                    .map(|ordinal| {
+                        member_pod(pods, &self.names.pod(role, ordinal), ordinal, &revision)
+                    })
+                    .collect(),
+                primary: topology.and_then(|t| t.primary),
+            };
+            let step = rollout::plan(&view);
+            self.take_step(role, &step).await?;
+            rollouts.push(TierRollout {
+                tier: role.to_string(),
+                phase: rollout::phase(&step, &view),
+                updated_members: i32::try_from(view.members.iter().filter(|m| m.updated).count())
+                    .unwrap_or(i32::MAX),
+                current_images: pod_images(pods, self.names, role),
+                target_image: valid.spec.image.clone(),
+            });
+        }
+        Ok(rollouts)
+    }
+
+    async fn take_step(&self, role: Role, step: &rollout::Step) -> Result<(), Error> {
+        let key = self.key();
+        let coordination = &self.context.coordination;
+        let note = match *step {
+            rollout::Step::Replace(ordinal) => {
+                let name = self.names.pod(role, ordinal);
+                Api::<Pod>::namespaced(self.context.client.clone(), &self.names.namespace)
+                    .delete(&name, &Default::default())
+                    .await?;
+                format!("{role}: replacing {name} to run the new revision")
+            }
+            rollout::Step::SwitchOver(ordinal)
+                if coordination.set_rollout_target(&key, role, Some(ordinal)) =>
+            {
+                format!(
+                    "{role}: switching the primary over to {} before the old primary is replaced",
+                    self.names.pod(role, ordinal)
+                )
+            }
+            rollout::Step::Done if coordination.set_rollout_target(&key, role, None) => {
+                format!("{role}: every member runs the new revision; the rollout's switchover ends")
+            }
+            _ => return Ok(()),
+        };
+        tracing::info!("{note}");
+        self.publish_event(EventType::Normal, "RolloutStep", "Roll", Some(note))
+            .await;
+        Ok(())
+    }
+
+    /// An Event about the store; a failure to publish is only logged.
+    async fn publish_event(
+        &self,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: Option<String>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note,
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .context
+            .recorder
+            .publish(&event, &self.store.object_ref(&()))
+            .await
+        {
+            tracing::warn!(%error, "cannot publish an Event");
+        }
+    }
+
     /// Reads the Deployments, tells the coordinator which members' pods are
     /// gone, terminating or not running.
     async fn observe(&self, valid: &ValidStore, pods: &[Pod]) -> Result<Observed, Error> {
@@ -410,6 +507,7 @@ impl Reconciler<'_> {
             last_failover_time: coordination.last_failover(&key),
             coordinator: coordination.settings(&key).await,
             switchover,
+            rollout: Vec::new(),
             spec_problems: Vec::new(),
         })
     }
@@ -510,21 +608,13 @@ impl Reconciler<'_> {
         let already_reported =
             self.store.status.as_ref().and_then(|s| s.phase.clone()) == status.phase;
         if !already_reported {
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "InvalidSpec".to_owned(),
-                note: status.phase.clone(),
-                action: "Validate".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = self
-                .context
-                .recorder
-                .publish(&event, &self.store.object_ref(&()))
-                .await
-            {
-                tracing::warn!(%error, "cannot publish an Event");
-            }
+            self.publish_event(
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                status.phase.clone(),
+            )
+            .await;
         }
         tracing::warn!(phase = ?status.phase, "invalid BookStore");
         self.patch_status(&status).await
@@ -579,6 +669,41 @@ fn is_running(pod: &Pod) -> bool {
             .iter()
             .flatten()
             .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
+/// The rollout's view of one member's pod.
+fn member_pod(pods: &[Pod], name: &str, ordinal: u32, revision: &str) -> rollout::MemberPod {
+    let pod = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .filter(|p| p.metadata.deletion_timestamp.is_none());
+    rollout::MemberPod {
+        ordinal,
+        exists: pod.is_some(),
+        updated: pod.is_some_and(|p| {
+            p.labels()
+                .get("controller-revision-hash")
+                .map(String::as_str)
+                == Some(revision)
+        }),
+        ready: pod.is_some_and(is_ready),
+    }
+}
+
+/// The distinct images the tier's pods run.
+fn pod_images(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<String> {
+    let prefix = format!("{}-", names.tier(role));
+    let images: std::collections::BTreeSet<String> = pods
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .filter_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())
+        .collect();
+    images.into_iter().collect()
 }
 
 /// IPs of the tier's running pods (a Deployment's pods have no stable names).

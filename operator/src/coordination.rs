@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bookstore_core::ApiError;
-use bookstore_core::cluster::Role;
+use bookstore_core::cluster::{Ordinal, Role};
 use bookstore_core::metrics::Metrics;
 use bookstore_core::token::{PeerToken, TOKEN_HEADER};
 use bookstore_replication::coordinator::durable::{DurableError, DurableStore};
@@ -53,6 +53,9 @@ struct StoreCoordinator {
     last_failover: Arc<Mutex<Option<Time>>>,
     /// The switchover refusals last reported (an Event only for new ones).
     refused: Vec<String>,
+    /// The primaries a rolling upgrade asks for (where the annotation asks
+    /// for none), per tier.
+    rollout: BTreeMap<Role, Ordinal>,
 }
 
 impl Drop for StoreCoordinator {
@@ -169,6 +172,7 @@ impl Coordination {
                 ticks,
                 last_failover,
                 refused: Vec::new(),
+                rollout: BTreeMap::new(),
             },
         );
         Ok(server)
@@ -243,8 +247,13 @@ impl Coordination {
         let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
             return SwitchoverState::default();
         };
+        let rollout = self
+            .lock()
+            .get(key)
+            .map(|s| s.rollout.clone())
+            .unwrap_or_default();
         let mut state = SwitchoverState::default();
-        match requests {
+        match requests.map(|asked| merged(asked, rollout)) {
             Err(bad) => state.refused.push(bad.to_string()),
             Ok(requests) => {
                 for tier in [Role::Catalog, Role::Order] {
@@ -266,6 +275,20 @@ impl Coordination {
         }
         self.report_refusals(store, key, &state.refused).await;
         state
+    }
+
+    /// Sets (or with `None` ends) the switchover a rolling upgrade of `tier`
+    /// asks for; true if that changed anything.
+    pub fn set_rollout_target(&self, key: &StoreKey, tier: Role, target: Option<Ordinal>) -> bool {
+        let mut stores = self.lock();
+        let Some(store) = stores.get_mut(key) else {
+            return false;
+        };
+        let before = match target {
+            Some(ordinal) => store.rollout.insert(tier, ordinal),
+            None => store.rollout.remove(&tier),
+        };
+        before != target
     }
 
     /// One Warning Event per refusal not reported before.
@@ -420,6 +443,15 @@ impl Coordination {
         }
         Ok(store.server.clone())
     }
+}
+
+/// The annotation's requests, with the rollout's for the tiers it does not
+/// name (a person's request wins).
+fn merged(mut asked: Requests, rollout: BTreeMap<Role, Ordinal>) -> Requests {
+    for (tier, ordinal) in rollout {
+        asked.entry(tier).or_insert(ordinal);
+    }
+    asked
 }
 
 /// The Event that tells a person what a topology change was. It names the

@@ -336,9 +336,28 @@ pub struct BookStoreStatus {
     /// not from the spec: they show whether a spec change took effect).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub coordinator: Option<CoordinatorSettings>,
+    /// Where each replicated tier's rolling upgrade stands (pods replaced
+    /// by the operator, the primary last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout: Vec<TierRollout>,
     /// `Ready`, `Progressing` and `Degraded`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// One replicated tier's rolling upgrade.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TierRollout {
+    pub tier: String,
+    /// Where it stands, in words (e.g. "catalog: 1/2 updated; replacing catalog-0").
+    pub phase: String,
+    /// Members running the StatefulSet's update revision.
+    pub updated_members: i32,
+    /// The images the tier's pods run now (more than one during a rollout).
+    pub current_images: Vec<String>,
+    /// The image of the update revision (the spec's).
+    pub target_image: String,
 }
 
 /// The settings in force in a store's coordinator.

@@ -7,7 +7,7 @@ use bookstore_core::cluster::Role;
 use bookstore_replication::topology::Topology;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{BookStoreStatus, CoordinatorSettings, TierStatus};
+use crate::crd::{BookStoreStatus, CoordinatorSettings, TierRollout, TierStatus};
 use crate::names::StoreNames;
 use crate::switchover::SwitchoverState;
 use crate::validate::ReplicaCounts;
@@ -28,6 +28,8 @@ pub struct Observed {
     pub coordinator: Option<CoordinatorSettings>,
     /// Where the switchovers the annotation asks for stand.
     pub switchover: SwitchoverState,
+    /// Each replicated tier's rolling upgrade.
+    pub rollout: Vec<TierRollout>,
     /// Problems with the spec; non-empty means nothing was applied.
     pub spec_problems: Vec<String>,
 }
@@ -106,6 +108,7 @@ pub fn compute(
             .clone()
             .or_else(|| previous.and_then(|p| p.last_failover_time.clone())),
         coordinator: observed.coordinator.clone(),
+        rollout: observed.rollout.clone(),
         conditions,
     }
 }

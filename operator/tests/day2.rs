@@ -68,20 +68,20 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
         .expect("the store is created");
     let pods = Api::<Pod>::namespaced(client.clone(), &ns);
     let token = store::peer_token(&client, &ns, STORE, WAIT).await;
-    let mut members = Members {
-        endpoint: CoordinatorEndpoint {
-            base: Arc::new(RwLock::new(format!(
-                "{}/stores/{ns}/{STORE}",
-                operator.coordinator_url
-            ))),
-            token: token.clone(),
-            interval: HEARTBEAT,
-        },
-        running: BTreeMap::new(),
+    let endpoint = CoordinatorEndpoint {
+        base: Arc::new(RwLock::new(format!(
+            "{}/stores/{ns}/{STORE}",
+            operator.coordinator_url
+        ))),
+        token: token.clone(),
+        interval: HEARTBEAT,
     };
-    for (role, ordinal) in [(Role::Catalog, 0), (Role::Catalog, 1), (Role::Order, 0)] {
-        members.start(&pods, role, ordinal).await;
-    }
+    let kubelet = Kubelet::start(
+        pods.clone(),
+        endpoint,
+        operator.coordinator_url.clone(),
+        &ns,
+    );
     let started = wait(
         &stores,
         "both catalog members in sync, settings shown",
@@ -104,13 +104,38 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
         s.coordinator == Some(settings(300, 15, 2, 1))
     })
     .await;
-    assert_eq!(tier(&reconfigured, "catalog").primary, Some(0));
     assert!(
         tier(&reconfigured, "catalog").epoch >= tier(&started, "catalog").epoch,
         "epochs go on, never reset: {:?} then {:?}",
         started.catalog,
         reconfigured.catalog
     );
+    // The members' --heartbeat-ms is in their pod template: the operator
+    // rolls the pods, replicas first, then a switchover, then the old
+    // primary; afterwards the rule takes the primary back to ordinal 0.
+    let rolled = wait(
+        &stores,
+        "the rollout is done, catalog-0 primary again",
+        |s| {
+            s.rollout.len() == 2
+                && s.rollout
+                    .iter()
+                    .all(|r| r.phase.contains("members updated"))
+                && tier(s, "catalog").primary == Some(0)
+                && tier(s, "catalog").in_sync_members == 2
+        },
+    )
+    .await;
+    for note in [
+        "catalog: replacing spec-catalog-1",
+        "catalog: switching the primary over to spec-catalog-1",
+        "catalog: replacing spec-catalog-0",
+        "catalog: every member runs the new revision",
+    ] {
+        store::wait_event(&client, &ns, STORE, "RolloutStep", note, WAIT).await;
+    }
+    store::wait_event(&client, &ns, STORE, "Switchover", "catalog epoch", WAIT).await;
+    println!("rollout: {:?}", rolled.rollout);
     let metrics = operator.metrics().await;
     for (setting, value) in [("failure_threshold", 15), ("heartbeat_interval_ms", 300)] {
         let series = format!(
@@ -122,7 +147,6 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
     // 2. Scale-up: the new member joins, resyncs (its primary admits it)
     //    and counts as in sync.
     patch_spec(&stores, json!({"replicas": {"catalog": 3}})).await;
-    members.start(&pods, Role::Catalog, 2).await;
     let grown = wait(&stores, "catalog-2 is in sync", |s| {
         tier(s, "catalog").in_sync_members == 3
             && s.coordinator.as_ref().map(|c| c.catalog_members) == Some(3)
@@ -152,7 +176,8 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
     let in_sync = topology.in_sync_ordinals();
     assert_eq!(in_sync, vec![0, 1]);
     assert!(topology.epoch > tier(&grown, "catalog").epoch);
-    // A few more heartbeats of catalog-2, then it still is not a member.
+    // Its process heartbeats for a grace period after its pod is gone (the
+    // played kubelet's terminating pods do); it still is not a member.
     tokio::time::sleep(HEARTBEAT * 5).await;
     let later = catalog_topology(&operator, &ns, &token).await;
     assert!(later.member(2).is_none(), "{later:?}");
@@ -198,7 +223,7 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
     assert!(tier(&switched, "catalog").epoch > before.epoch);
 
     // 5. Switchover to a member that is down: refused, nothing moves.
-    members.running.remove(&(Role::Catalog, 0));
+    kubelet.stop(&format!("{STORE}-catalog-0"));
     set_failed(&pods, &format!("{STORE}-catalog-0")).await;
     wait(&stores, "catalog-0 left the in-sync set", |s| {
         tier(s, "catalog").in_sync_members == 1
@@ -229,7 +254,7 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
         .delete(STORE, &DeleteParams::foreground())
         .await
         .expect("the store is deleted");
-    drop(members);
+    drop(kubelet);
     let _ = Api::<k8s_openapi::api::core::v1::Namespace>::all(client)
         .delete(&ns, &DeleteParams::default())
         .await;
@@ -311,24 +336,136 @@ async fn catalog_topology(operator: &OperatorProcess, ns: &str, token: &str) -> 
         .expect("a catalog topology")
 }
 
-/// The replicated members, played by the test.
-struct Members {
-    endpoint: CoordinatorEndpoint,
-    running: BTreeMap<(Role, u32), SimulatedMember>,
+/// How long a member's process outlives its deleted pod (a terminating
+/// pod's grace period: it still heartbeats).
+const GRACE: Duration = Duration::from_secs(2);
+/// The played kubelet's rounds (every heartbeat interval): a bound on the
+/// test's length, far above what it needs.
+const KUBELET_ROUNDS: u32 = 3_000;
+
+/// Plays the kubelet and the member processes of the replicated tiers: a pod
+/// that appears (a new uid) gets a member process, a new incarnation as a
+/// recreated pod would; a pod is Ready while its member is in sync (as the
+/// member's readiness probe says); a deleted pod's process heartbeats on for
+/// [`GRACE`]; a stopped pod's process is gone for good.
+struct Kubelet {
+    task: tokio::task::JoinHandle<()>,
+    stopped: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
 }
 
-impl Members {
-    /// Once its pod exists: the (played) kubelet runs it, and it heartbeats.
-    async fn start(&mut self, pods: &Api<Pod>, role: Role, ordinal: u32) {
-        let name = format!("{STORE}-{role}-{ordinal}");
-        eventually(&format!("{name} exists"), WAIT, || async {
-            pods.get_opt(&name).await.ok()?
-        })
-        .await;
-        set_ready(pods, &name, true).await;
-        self.running.insert(
-            (role, ordinal),
-            SimulatedMember::start(self.endpoint.clone(), role, ordinal),
-        );
+impl Kubelet {
+    fn start(
+        pods: Api<Pod>,
+        endpoint: CoordinatorEndpoint,
+        operator_url: String,
+        ns: &str,
+    ) -> Self {
+        let stopped = Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+        let topology_url = format!("{operator_url}/stores/{ns}/{STORE}/coordinator/topology");
+        let task = tokio::spawn(play(pods, endpoint, topology_url, stopped.clone()));
+        Self { task, stopped }
     }
+
+    /// The pod's process dies and is not started again.
+    fn stop(&self, name: &str) {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned());
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Process {
+    uid: String,
+    ready: Option<bool>,
+    _member: SimulatedMember,
+}
+
+async fn play(
+    pods: Api<Pod>,
+    endpoint: CoordinatorEndpoint,
+    topology_url: String,
+    stopped: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>>,
+) {
+    let client = reqwest::Client::new();
+    let mut running: BTreeMap<String, Process> = BTreeMap::new();
+    let mut terminating: Vec<(std::time::Instant, Process)> = Vec::new();
+    for _ in 0..KUBELET_ROUNDS {
+        tokio::time::sleep(HEARTBEAT).await;
+        terminating.retain(|(since, _)| since.elapsed() < GRACE);
+        let Ok(list) = pods.list(&Default::default()).await else {
+            continue;
+        };
+        let topologies: Vec<Topology> = match client
+            .get(&topology_url)
+            .header("x-bookstore-peer-token", &endpoint.token)
+            .send()
+            .await
+        {
+            Ok(answer) => answer.json().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let stopped = stopped.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut present = std::collections::BTreeSet::new();
+        for pod in &list.items {
+            let Some((name, role, ordinal)) = member_of(pod) else {
+                continue;
+            };
+            if stopped.contains(&name) {
+                running.remove(&name);
+                continue;
+            }
+            present.insert(name.clone());
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            if running.get(&name).is_none_or(|p| p.uid != uid) {
+                let member = SimulatedMember::start(endpoint.clone(), role, ordinal);
+                let process = Process {
+                    uid,
+                    ready: None,
+                    _member: member,
+                };
+                if let Some(old) = running.insert(name.clone(), process) {
+                    terminating.push((std::time::Instant::now(), old));
+                }
+            }
+            let in_sync = topologies
+                .iter()
+                .find(|t| t.tier == role)
+                .is_some_and(|t| t.is_in_sync(ordinal));
+            if let Some(process) = running.get_mut(&name)
+                && process.ready != Some(in_sync)
+            {
+                set_ready(&pods, &name, in_sync).await;
+                process.ready = Some(in_sync);
+            }
+        }
+        let gone: Vec<String> = running
+            .keys()
+            .filter(|name| !present.contains(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(process) = running.remove(&name) {
+                terminating.push((std::time::Instant::now(), process));
+            }
+        }
+    }
+}
+
+/// A replicated member's pod: its name, tier and ordinal.
+fn member_of(pod: &Pod) -> Option<(String, Role, u32)> {
+    let name = pod.metadata.name.clone()?;
+    let labels = pod.metadata.labels.as_ref()?;
+    let role: Role = labels.get("app.kubernetes.io/component")?.parse().ok()?;
+    if !role.is_replicated() {
+        return None;
+    }
+    let ordinal = name.rsplit('-').next()?.parse().ok()?;
+    Some((name, role, ordinal))
 }

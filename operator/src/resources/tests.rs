@@ -229,6 +229,19 @@ fn volumes_go_with_the_store_only_when_asked() {
 }
 
 #[test]
+fn the_operator_replaces_replicated_pods_itself_on_update() {
+    let objects = build(BookStoreSpec::default());
+    for set in &objects.stateful_sets {
+        let strategy = set.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+        assert_eq!(
+            strategy.and_then(|s| s.type_.as_deref()),
+            Some("OnDelete"),
+            "the rollout planner picks each pod, the primary last"
+        );
+    }
+}
+
+#[test]
 fn a_scale_down_keeps_the_pod_of_a_member_the_coordinator_still_counts() {
     let spec = BookStoreSpec::default();
     let store = valid(&spec, "init,1,3,10,t,a\n");

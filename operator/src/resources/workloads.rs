@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use bookstore_core::cluster::Role;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
-    StatefulSetSpec,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
@@ -65,6 +65,12 @@ pub fn stateful_set(
             service_name: Some(names.tier(role)),
             // Members start together: each waits for its own resync anyway.
             pod_management_policy: Some("Parallel".to_owned()),
+            // The operator replaces the pods itself, replicas first and the
+            // primary last after a switchover (crate::rollout).
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
             selector: LabelSelector {
                 match_labels: Some(names.selector(role)),
                 ..Default::default()
