@@ -487,10 +487,8 @@ impl Reconciler<'_> {
         let ready_order = ready_ordinals(pods, self.names, Role::Order);
         let coordination = &self.context.coordination;
         for role in [Role::Catalog, Role::Order] {
-            let running = running_ordinals(pods, self.names, role);
-            coordination
-                .observe_pods(&key, role, replicas.of(role), &running)
-                .await;
+            let down = down_members(pods, self.names, role, replicas.of(role));
+            coordination.observe_pods(&key, role, &down).await;
         }
         coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
         let switchover = coordination
@@ -631,11 +629,31 @@ fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
     ordinals_where(pods, names, role, is_ready)
 }
 
-/// Ordinals of the tier's pods whose member process runs and is not being
-/// deleted: the others are down now. Not readiness: a member that joins or
-/// resyncs is not Ready yet must stay live to be admitted.
-fn running_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
-    ordinals_where(pods, names, role, is_running)
+/// The tier's members (of `desired`) that are down now, with what shows it:
+/// the pod is gone, being deleted, or its container is not running. Not
+/// readiness: a member that joins or resyncs is not Ready yet and must stay
+/// live to be admitted.
+fn down_members(
+    pods: &[Pod],
+    names: &StoreNames,
+    role: Role,
+    desired: u32,
+) -> Vec<(u32, &'static str)> {
+    (0..desired)
+        .filter_map(|ordinal| {
+            let name = names.pod(role, ordinal);
+            let pod = pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(&name));
+            let cause = match pod {
+                None => "pod is gone",
+                Some(pod) if pod.metadata.deletion_timestamp.is_some() => "pod is being deleted",
+                Some(pod) if !is_running(pod) => "pod's container is not running",
+                Some(_) => return None,
+            };
+            Some((ordinal, cause))
+        })
+        .collect()
 }
 
 fn ordinals_where(
@@ -836,7 +854,15 @@ mod tests {
             terminating,
             with_phase(pod("shop-catalog-4", false), "Pending", None),
         ];
-        assert_eq!(running_ordinals(&pods, &names, Role::Catalog), vec![0, 1]);
+        assert_eq!(
+            down_members(&pods, &names, Role::Catalog, 6),
+            vec![
+                (2, "pod's container is not running"),
+                (3, "pod is being deleted"),
+                (4, "pod's container is not running"),
+                (5, "pod is gone"),
+            ]
+        );
     }
 
     #[test]

@@ -351,13 +351,14 @@ impl Coordination {
         time.clone()
     }
 
-    /// Members of `tier` whose pod is missing or not Ready are down now.
-    pub async fn observe_pods(&self, key: &StoreKey, tier: Role, desired: u32, ready: &[u32]) {
+    /// Members of `tier` whose pod is gone, terminating or not running are
+    /// down now, each with that cause.
+    pub async fn observe_pods(&self, key: &StoreKey, tier: Role, down: &[(u32, &str)]) {
         let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
             return;
         };
-        for ordinal in (0..desired).filter(|o| !ready.contains(o)) {
-            server.mark_down(tier, ordinal).await;
+        for &(ordinal, cause) in down {
+            server.mark_down(tier, ordinal, cause).await;
         }
     }
 
@@ -454,10 +455,12 @@ fn merged(mut asked: Requests, rollout: BTreeMap<Role, Ordinal>) -> Requests {
     asked
 }
 
-/// The Event that tells a person what a topology change was. It names the
-/// tier's primary pod as the related object: Events about one object with
-/// the same reason and related object are counted as one series, so without
-/// it an order failover would only bump the count of a catalog one.
+/// The Event that tells a person what a topology change was: its reason is
+/// the kind of change, its note names the tier, the epoch, the old and new
+/// primary and the cause as it was detected. Events with the same reason,
+/// action and related object fold into one series whose note stays the
+/// first one, so the action names the tier and the epoch: every transition
+/// is an Event of its own, and `kubectl describe bs` reads as a timeline.
 pub fn event_for(names: &StoreNames, change: &Published) -> Event {
     let topology = &change.topology;
     let (reason, action, type_) = match (change.failover, change.previous_primary) {
@@ -469,13 +472,24 @@ pub fn event_for(names: &StoreNames, change: &Published) -> Event {
         _ if change.reason.contains("added [") && !change.reason.contains("added []") => {
             ("Resynced", "Admit", EventType::Normal)
         }
+        _ if change.reason.contains("removed: the tier is scaled down") => {
+            ("MemberRemoved", "Remove", EventType::Normal)
+        }
         _ => ("TopologyChanged", "Publish", EventType::Normal),
+    };
+    let name =
+        |ordinal: Option<u32>| ordinal.map_or("none".to_owned(), |o| names.pod(topology.tier, o));
+    let primary = match change.previous_primary {
+        Some(old) if Some(old) != topology.primary => {
+            format!("primary {} -> {}", name(Some(old)), name(topology.primary))
+        }
+        _ => format!("primary {}", name(topology.primary)),
     };
     Event {
         type_,
         reason: reason.to_owned(),
         note: Some(format!(
-            "{} epoch {}: {} (primary {})",
+            "{} epoch {}: {} (primary {}; {primary})",
             topology.tier,
             topology.epoch,
             change.reason,
@@ -483,7 +497,7 @@ pub fn event_for(names: &StoreNames, change: &Published) -> Event {
                 .primary
                 .map_or("none".to_owned(), |p| p.to_string())
         )),
-        action: action.to_owned(),
+        action: format!("{action} {} epoch {}", topology.tier, topology.epoch),
         secondary: topology.primary.map(|ordinal| ObjectReference {
             api_version: Some("v1".to_owned()),
             kind: Some("Pod".to_owned()),
@@ -587,6 +601,19 @@ mod tests {
             event_for(&names, &published(false, Some(1), "moved")).reason,
             "Handover"
         );
+        // One Event per transition: the action names the tier and epoch, so
+        // no two transitions fold into one series; the note names both
+        // primaries and the cause.
+        let note = failover.note.as_deref().unwrap_or_default();
+        assert_eq!(failover.action, "FailOver catalog epoch 7");
+        assert!(
+            note.contains("primary shop-catalog-0 -> shop-catalog-1"),
+            "{note}"
+        );
+        assert!(note.contains("catalog primary moved from 0 to 1"), "{note}");
+        let mut later = published(true, Some(0), "moved");
+        later.topology.epoch = 9;
+        assert_ne!(event_for(&names, &later).action, failover.action);
         assert_eq!(
             event_for(
                 &names,

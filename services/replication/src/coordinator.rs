@@ -128,9 +128,10 @@ struct MemberRecord {
     last_seen: Instant,
     applied: LogIndex,
     data_epoch: Epoch,
-    /// Marked down by the driver; sticky for this incarnation until the
-    /// primary admits it again after a resync.
-    marked_down: bool,
+    /// Marked down by the driver, with the cause it saw (pod deleted,
+    /// process exited); sticky for this incarnation until the primary admits
+    /// it again after a resync.
+    down_cause: Option<String>,
 }
 
 /// How a tier's coordinator came by its knowledge of the tier.
@@ -358,10 +359,11 @@ impl Coordinator {
         // coordinator that lost its durable state learns them from here).
         state.epoch = state.epoch.max(heartbeat.epoch).max(heartbeat.data_epoch);
         // Down stays down for the incarnation that was marked down.
-        let marked_down = state
+        let down_cause = state
             .members
             .get(&ordinal)
-            .is_some_and(|m| m.marked_down && m.incarnation == heartbeat.incarnation);
+            .filter(|m| m.incarnation == heartbeat.incarnation)
+            .and_then(|m| m.down_cause.clone());
         state.members.insert(
             ordinal,
             MemberRecord {
@@ -371,7 +373,7 @@ impl Coordinator {
                 last_seen: now,
                 applied: heartbeat.applied,
                 data_epoch: heartbeat.data_epoch,
-                marked_down,
+                down_cause,
             },
         );
         state.settle(now, timeout, reasons)
@@ -381,15 +383,22 @@ impl Coordinator {
     /// exited), so failover need not wait for missed heartbeats. It stays
     /// down until it rejoins: a heartbeat from a new incarnation, or the
     /// primary admitting it after a resync; heartbeats of this incarnation
-    /// (a terminating pod still talks) keep it down.
-    pub fn mark_down(&mut self, tier: Role, ordinal: Ordinal, now: Instant) -> Option<Published> {
+    /// (a terminating pod still talks) keep it down. `cause` says what the
+    /// driver saw, for the change's reason ("pod deleted").
+    pub fn mark_down(
+        &mut self,
+        tier: Role,
+        ordinal: Ordinal,
+        cause: &str,
+        now: Instant,
+    ) -> Option<Published> {
         let timeout = self.config.liveness_timeout();
         let state = self.tiers.get_mut(&tier)?;
         let member = state.members.get_mut(&ordinal)?;
-        if member.marked_down {
+        if member.down_cause.is_some() {
             return None;
         }
-        member.marked_down = true;
+        member.down_cause = Some(cause.to_owned());
         state.settle(now, timeout, Vec::new())
     }
 
@@ -398,7 +407,7 @@ impl Coordinator {
         self.tiers
             .get(&tier)
             .and_then(|state| state.members.get(&ordinal))
-            .is_some_and(|m| m.marked_down)
+            .is_some_and(|m| m.down_cause.is_some())
     }
 
     /// A planned switchover: while `target` is `Some`, the rule prefers that
@@ -474,7 +483,7 @@ impl Coordinator {
         }
         for ordinal in wanted.difference(&current) {
             if let Some(member) = state.members.get_mut(ordinal) {
-                member.marked_down = false;
+                member.down_cause = None;
             }
         }
         let reason = describe_in_sync_change(state.tier, &current, &wanted);
@@ -551,7 +560,19 @@ impl TierState {
     fn is_live(&self, ordinal: Ordinal, now: Instant, timeout: Duration) -> bool {
         self.members
             .get(&ordinal)
-            .is_some_and(|m| !m.marked_down && now.duration_since(m.last_seen) <= timeout)
+            .is_some_and(|m| m.down_cause.is_none() && now.duration_since(m.last_seen) <= timeout)
+    }
+
+    /// How a member that is not live was found down, in words.
+    fn why_down(&self, ordinal: Ordinal) -> String {
+        match self
+            .members
+            .get(&ordinal)
+            .and_then(|m| m.down_cause.as_deref())
+        {
+            Some(cause) => format!("is down ({cause})"),
+            None => "stopped heartbeating".to_owned(),
+        }
     }
 
     /// Heard from within the liveness timeout, marked down or not.
@@ -630,7 +651,8 @@ impl TierState {
                     .filter(|&o| !self.is_live(o, now, timeout))
                     .collect();
                 for ordinal in silent {
-                    self.leave_in_sync(ordinal, "stopped heartbeating", &mut reasons);
+                    let why = self.why_down(ordinal);
+                    self.leave_in_sync(ordinal, &why, &mut reasons);
                 }
                 change = self.apply_rule(now, timeout, &mut reasons);
                 // A primary kept through a scale-down may just have moved.
@@ -690,8 +712,10 @@ impl TierState {
             (Some(old), Some(new)) => format!("{} primary moved from {old} to {new}", self.tier),
             (None, Some(new)) => format!("{} primary is {new}", self.tier),
             (Some(old), None) => format!(
-                "{} lost its primary {old}; no in-sync member is live",
-                self.tier
+                "{} lost its primary {old} ({}-{old} {}); no in-sync member is live",
+                self.tier,
+                self.tier,
+                self.why_down(old)
             ),
             (None, None) => format!("{} has no primary", self.tier),
         });

@@ -249,11 +249,18 @@ impl CoordinatorServer {
         }
     }
 
-    /// Marks a member down now (its pod is gone or not Ready, or its
-    /// process exited).
-    pub async fn mark_down(&self, tier: Role, ordinal: bookstore_core::cluster::Ordinal) {
+    /// Marks a member down now (its pod is gone or not running, or its
+    /// process exited); `cause` says which, for the change's reason.
+    pub async fn mark_down(
+        &self,
+        tier: Role,
+        ordinal: bookstore_core::cluster::Ordinal,
+        cause: &str,
+    ) {
         let mut guarded = self.guarded.lock().await;
-        let change = guarded.coordinator.mark_down(tier, ordinal, Instant::now());
+        let change = guarded
+            .coordinator
+            .mark_down(tier, ordinal, cause, Instant::now());
         self.commit(&mut guarded, change.into_iter().collect())
             .await;
     }

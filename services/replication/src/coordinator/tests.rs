@@ -301,11 +301,21 @@ fn adding_a_silent_member_is_refused() {
 #[test]
 fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
     let mut s = Scenario::healthy_pair();
-    let published = s.coordinator.mark_down(TIER, 0, s.now).expect("a change");
+    let published = s
+        .coordinator
+        .mark_down(TIER, 0, "pod deleted", s.now)
+        .expect("a change");
     assert!(published.failover);
+    assert!(
+        published.reason.contains("catalog-0 is down (pod deleted)"),
+        "the cause as detected: {}",
+        published.reason
+    );
     assert_eq!(published.topology.primary, Some(1));
     assert!(
-        s.coordinator.mark_down(TIER, 0, s.now).is_none(),
+        s.coordinator
+            .mark_down(TIER, 0, "pod deleted", s.now)
+            .is_none(),
         "already down"
     );
     // A new incarnation has rejoined: live again (but not in sync: it must
@@ -319,7 +329,9 @@ fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
 #[test]
 fn a_member_marked_down_stays_down_while_the_same_incarnation_heartbeats() {
     let mut s = Scenario::healthy_pair();
-    s.coordinator.mark_down(TIER, 1, s.now).expect("1 leaves");
+    s.coordinator
+        .mark_down(TIER, 1, "pod deleted", s.now)
+        .expect("1 leaves");
     // A terminating pod keeps heartbeating for its grace period.
     let changes = s.run_for(
         Duration::from_secs(10),
@@ -346,7 +358,7 @@ fn a_terminating_last_in_sync_primary_never_flaps_back() {
     s.beat(1, 201, Phase::Joining);
     let lost = s
         .coordinator
-        .mark_down(TIER, 0, s.now)
+        .mark_down(TIER, 0, "pod deleted", s.now)
         .expect("primary lost");
     assert_eq!(
         lost.topology.primary, None,
@@ -359,7 +371,7 @@ fn a_terminating_last_in_sync_primary_never_flaps_back() {
         // The terminating pod's heartbeats and the operator's reconciles
         // interleave, as they did in the outage.
         changes.extend(s.beat(0, 100, Phase::Leading));
-        changes.extend(s.coordinator.mark_down(TIER, 0, s.now));
+        changes.extend(s.coordinator.mark_down(TIER, 0, "pod deleted", s.now));
         changes.extend(s.beat(1, 201, Phase::Joining));
         changes.extend(s.advance(Duration::from_millis(500)));
     }
@@ -376,7 +388,9 @@ fn a_terminating_last_in_sync_primary_never_flaps_back() {
 #[test]
 fn a_member_marked_down_rejoins_when_the_primary_admits_it_after_a_resync() {
     let mut s = Scenario::healthy_pair();
-    s.coordinator.mark_down(TIER, 1, s.now).expect("1 leaves");
+    s.coordinator
+        .mark_down(TIER, 1, "pod deleted", s.now)
+        .expect("1 leaves");
     // Not restarted: it resyncs as the same incarnation and is admitted.
     s.beat(1, 200, Phase::Joining);
     let admitted = s.add_to_in_sync(1).expect("admitted after its resync");
@@ -388,7 +402,9 @@ fn a_member_marked_down_rejoins_when_the_primary_admits_it_after_a_resync() {
 #[test]
 fn a_silent_member_marked_down_cannot_be_admitted() {
     let mut s = Scenario::healthy_pair();
-    s.coordinator.mark_down(TIER, 1, s.now).expect("1 leaves");
+    s.coordinator
+        .mark_down(TIER, 1, "pod deleted", s.now)
+        .expect("1 leaves");
     s.run_for(Duration::from_secs(5), &[(0, 100, Phase::Leading)]);
     assert_eq!(s.add_to_in_sync(1), Err(AlterError::NotLive(1)));
 }
@@ -636,7 +652,7 @@ mod epochs_only_rise {
                         coordinator.tick(now)
                     }
                     Step::MarkDown { ordinal } => {
-                        coordinator.mark_down(TIER, ordinal, now).into_iter().collect()
+                        coordinator.mark_down(TIER, ordinal, "pod deleted", now).into_iter().collect()
                     }
                     Step::Admit { ordinal } => {
                         let topology = coordinator.topology(TIER, now).expect("tier");
@@ -860,7 +876,10 @@ mod switchover {
     #[test]
     fn a_lost_switchover_target_fails_over_to_the_lowest_in_sync_member() {
         let mut s = switched_to_1_and_0_resynced();
-        let lost = s.coordinator.mark_down(TIER, 1, s.now).expect("a change");
+        let lost = s
+            .coordinator
+            .mark_down(TIER, 1, "pod deleted", s.now)
+            .expect("a change");
         assert!(lost.failover);
         assert_eq!(lost.topology.primary, Some(0));
     }
