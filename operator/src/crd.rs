@@ -91,6 +91,9 @@ pub struct BookStoreSpec {
     /// Prometheus scraping of the store's pods.
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// Where the pods run.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 fn default_image() -> String {
@@ -107,6 +110,7 @@ impl Default for BookStoreSpec {
             storage: Storage::default(),
             heartbeat: HeartbeatSpec::default(),
             metrics: MetricsSpec::default(),
+            placement: Placement::default(),
         }
     }
 }
@@ -283,6 +287,28 @@ impl Default for HeartbeatSpec {
             failure_threshold: default_failure_threshold(),
         }
     }
+}
+
+/// Pod placement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// How the members of a replicated tier are spread across nodes (pod
+    /// anti-affinity on the hostname): `Preferred` (the default: spread when
+    /// the scheduler can, so one node's loss takes at most one copy),
+    /// `Required` (never two members of a tier on one node; a member stays
+    /// Pending without a free node), or `None`.
+    #[serde(default)]
+    pub member_spread: MemberSpread,
+}
+
+/// See [`Placement::member_spread`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MemberSpread {
+    #[default]
+    Preferred,
+    Required,
+    None,
 }
 
 /// Prometheus scraping.

@@ -87,6 +87,15 @@ pub fn desired(store: &BookStore, valid: &ValidStore, inputs: &Inputs) -> Desire
         ));
     }
     for role in [Role::Frontend, Role::Cache] {
+        // A drain takes one pod of a tier at a time (a tier without pods,
+        // a cache of 0, needs no budget).
+        if valid.spec.replicas.of(role) > 0 {
+            objects.disruption_budgets.push(config::disruption_budget(
+                &names,
+                role,
+                meta(names.tier(role), names.tier_labels(role)),
+            ));
+        }
         objects.services.push(services::for_deployment(
             &names,
             role,

@@ -11,10 +11,11 @@ use k8s_openapi::api::apps::v1::{
     StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -22,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Inputs;
 use super::config::{CLUSTER_KEY, INVENTORY_KEY};
+use crate::crd::MemberSpread;
 use crate::names::{PEER_PORT, PUBLIC_PORT, StoreNames};
 use crate::validate::ValidStore;
 
@@ -196,9 +198,47 @@ fn pod_template(
                 ..Default::default()
             }),
             termination_grace_period_seconds: Some(10),
+            affinity: member_spread(names, store.spec.member_spread, role),
             ..Default::default()
         }),
     }
+}
+
+/// Pod anti-affinity that spreads a replicated tier's members across nodes
+/// (one node's loss then takes at most one copy of the tier's data); the
+/// stateless tiers go where the scheduler likes.
+fn member_spread(names: &StoreNames, spread: MemberSpread, role: Role) -> Option<Affinity> {
+    if !role.is_replicated() {
+        return None;
+    }
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(names.selector(role)),
+            ..Default::default()
+        }),
+        topology_key: "kubernetes.io/hostname".to_owned(),
+        ..Default::default()
+    };
+    let anti_affinity = match spread {
+        MemberSpread::None => return None,
+        MemberSpread::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                },
+            ]),
+            ..Default::default()
+        },
+        MemberSpread::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..Default::default()
+        },
+    };
+    Some(Affinity {
+        pod_anti_affinity: Some(anti_affinity),
+        ..Default::default()
+    })
 }
 
 fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
