@@ -255,9 +255,10 @@ impl Reconciler<'_> {
             .await?;
         // 4. Coordinate: pods in, the rollout's next step, primaries' labels
         //    out.
+        let listed_at = Instant::now();
         let pods = self.list_pods().await?;
         let rollout = self.roll_out(&valid, &pods).await?;
-        let mut observed = self.observe(&valid, &pods).await?;
+        let mut observed = self.observe(&valid, &pods, listed_at).await?;
         observed.rollout = rollout;
         self.label_pods(&valid, &pods, &observed).await?;
         // 5. Report.
@@ -480,7 +481,13 @@ impl Reconciler<'_> {
 
     /// Reads the Deployments, tells the coordinator which members' pods are
     /// gone, terminating or not running.
-    async fn observe(&self, valid: &ValidStore, pods: &[Pod]) -> Result<Observed, Error> {
+    /// `listed_at`: when `pods` were read.
+    async fn observe(
+        &self,
+        valid: &ValidStore,
+        pods: &[Pod],
+        listed_at: Instant,
+    ) -> Result<Observed, Error> {
         let key = self.key();
         let replicas = &valid.spec.replicas;
         let ready_catalog = ready_ordinals(pods, self.names, Role::Catalog);
@@ -488,7 +495,9 @@ impl Reconciler<'_> {
         let coordination = &self.context.coordination;
         for role in [Role::Catalog, Role::Order] {
             let down = down_members(pods, self.names, role, replicas.of(role));
-            coordination.observe_pods(&key, role, &down).await;
+            coordination
+                .observe_pods(&key, role, &down, listed_at)
+                .await;
         }
         coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
         let switchover = coordination
@@ -629,29 +638,42 @@ fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
     ordinals_where(pods, names, role, is_ready)
 }
 
+/// A member whose pod shows it down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownMember {
+    pub ordinal: u32,
+    pub cause: &'static str,
+    /// Down until it rejoins (the pod is gone or going: that process never
+    /// serves again), or only until its next heartbeat.
+    pub sticky: bool,
+}
+
 /// The tier's members (of `desired`) that are down now, with what shows it:
 /// the pod is gone, being deleted, or its container is not running. Not
 /// readiness: a member that joins or resyncs is not Ready yet and must stay
 /// live to be admitted.
-fn down_members(
-    pods: &[Pod],
-    names: &StoreNames,
-    role: Role,
-    desired: u32,
-) -> Vec<(u32, &'static str)> {
+fn down_members(pods: &[Pod], names: &StoreNames, role: Role, desired: u32) -> Vec<DownMember> {
     (0..desired)
         .filter_map(|ordinal| {
             let name = names.pod(role, ordinal);
             let pod = pods
                 .iter()
                 .find(|p| p.metadata.name.as_deref() == Some(&name));
-            let cause = match pod {
-                None => "pod is gone",
-                Some(pod) if pod.metadata.deletion_timestamp.is_some() => "pod is being deleted",
-                Some(pod) if !is_running(pod) => "pod's container is not running",
+            let (cause, sticky) = match pod {
+                None => ("pod is gone", true),
+                Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                    ("pod is being deleted", true)
+                }
+                // A status that may lag behind a process that just started:
+                // its next heartbeat brings it back.
+                Some(pod) if !is_running(pod) => ("pod's container is not running", false),
                 Some(_) => return None,
             };
-            Some((ordinal, cause))
+            Some(DownMember {
+                ordinal,
+                cause,
+                sticky,
+            })
         })
         .collect()
 }
@@ -854,13 +876,17 @@ mod tests {
             terminating,
             with_phase(pod("shop-catalog-4", false), "Pending", None),
         ];
+        let down: Vec<(u32, &str, bool)> = down_members(&pods, &names, Role::Catalog, 6)
+            .into_iter()
+            .map(|d| (d.ordinal, d.cause, d.sticky))
+            .collect();
         assert_eq!(
-            down_members(&pods, &names, Role::Catalog, 6),
+            down,
             vec![
-                (2, "pod's container is not running"),
-                (3, "pod is being deleted"),
-                (4, "pod's container is not running"),
-                (5, "pod is gone"),
+                (2, "pod's container is not running", false),
+                (3, "pod is being deleted", true),
+                (4, "pod's container is not running", false),
+                (5, "pod is gone", true),
             ]
         );
     }

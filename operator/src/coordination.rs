@@ -32,6 +32,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
+use crate::controller::DownMember;
 use crate::crd::{BookStore, CoordinatorSettings};
 use crate::names::{PEER_PORT, StoreNames};
 use crate::resources::store_names;
@@ -351,14 +352,29 @@ impl Coordination {
         time.clone()
     }
 
-    /// Members of `tier` whose pod is gone, terminating or not running are
-    /// down now, each with that cause.
-    pub async fn observe_pods(&self, key: &StoreKey, tier: Role, down: &[(u32, &str)]) {
+    /// Members of `tier` whose pod is gone or terminating are down now until
+    /// they rejoin; those whose container is not running until their next
+    /// heartbeat. `listed_at` is when the pods were read.
+    pub async fn observe_pods(
+        &self,
+        key: &StoreKey,
+        tier: Role,
+        down: &[DownMember],
+        listed_at: std::time::Instant,
+    ) {
         let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
             return;
         };
-        for &(ordinal, cause) in down {
-            server.mark_down(tier, ordinal, cause).await;
+        for member in down {
+            if member.sticky {
+                server
+                    .mark_down(tier, member.ordinal, member.cause, listed_at)
+                    .await;
+            } else {
+                server
+                    .mark_unresponsive(tier, member.ordinal, member.cause)
+                    .await;
+            }
         }
     }
 

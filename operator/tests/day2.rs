@@ -34,7 +34,7 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::members::{CoordinatorEndpoint, SimulatedMember};
-use support::{Cluster, Mode, OperatorProcess, eventually, install_crd, namespace, set_ready};
+use support::{Cluster, Mode, OperatorProcess, eventually, install_crd, namespace, try_set_ready};
 
 const STORE: &str = "spec";
 const WAIT: Duration = Duration::from_secs(60);
@@ -113,6 +113,15 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
     // The members' --heartbeat-ms is in their pod template: the operator
     // rolls the pods, replicas first, then a switchover, then the old
     // primary; afterwards the rule takes the primary back to ordinal 0.
+    for note in [
+        "catalog: replacing spec-catalog-1",
+        "catalog: switching the primary over to spec-catalog-1",
+        "catalog: replacing spec-catalog-0",
+        "catalog: every member runs the new revision",
+    ] {
+        store::wait_event(&client, &ns, STORE, "RolloutStep", note, WAIT).await;
+    }
+    store::wait_event(&client, &ns, STORE, "Switchover", "catalog epoch", WAIT).await;
     let rolled = wait(
         &stores,
         "the rollout is done, catalog-0 primary again",
@@ -126,15 +135,6 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
         },
     )
     .await;
-    for note in [
-        "catalog: replacing spec-catalog-1",
-        "catalog: switching the primary over to spec-catalog-1",
-        "catalog: replacing spec-catalog-0",
-        "catalog: every member runs the new revision",
-    ] {
-        store::wait_event(&client, &ns, STORE, "RolloutStep", note, WAIT).await;
-    }
-    store::wait_event(&client, &ns, STORE, "Switchover", "catalog epoch", WAIT).await;
     println!("rollout: {:?}", rolled.rollout);
     let metrics = operator.metrics().await;
     for (setting, value) in [("failure_threshold", 15), ("heartbeat_interval_ms", 300)] {
@@ -395,10 +395,11 @@ async fn play(
 ) {
     let client = reqwest::Client::new();
     let mut running: BTreeMap<String, Process> = BTreeMap::new();
-    let mut terminating: Vec<(std::time::Instant, Process)> = Vec::new();
+    // A deleted pod's process, by pod name, with when its pod went.
+    let mut terminating: Vec<(String, std::time::Instant, Process)> = Vec::new();
     for _ in 0..KUBELET_ROUNDS {
         tokio::time::sleep(HEARTBEAT).await;
-        terminating.retain(|(since, _)| since.elapsed() < GRACE);
+        terminating.retain(|(_, since, _)| since.elapsed() < GRACE);
         let Ok(list) = pods.list(&Default::default()).await else {
             continue;
         };
@@ -424,15 +425,25 @@ async fn play(
             present.insert(name.clone());
             let uid = pod.metadata.uid.clone().unwrap_or_default();
             if running.get(&name).is_none_or(|p| p.uid != uid) {
-                let member = SimulatedMember::start(endpoint.clone(), role, ordinal);
-                let process = Process {
-                    uid,
-                    ready: None,
-                    _member: member,
-                };
-                if let Some(old) = running.insert(name.clone(), process) {
-                    terminating.push((std::time::Instant::now(), old));
+                // A recreated pod: the old process is gone before the new
+                // pod exists (a StatefulSet pod is replaced only after its
+                // predecessor has terminated), and the container runs
+                // before its process heartbeats.
+                terminating.retain(|(gone, _, _)| gone != &name);
+                running.remove(&name);
+                if !patch_ready(&pods, &name, false).await {
+                    continue;
                 }
+                let member = SimulatedMember::start(endpoint.clone(), role, ordinal);
+                let ready = Some(false);
+                running.insert(
+                    name.clone(),
+                    Process {
+                        uid,
+                        ready,
+                        _member: member,
+                    },
+                );
             }
             let in_sync = topologies
                 .iter()
@@ -440,8 +451,8 @@ async fn play(
                 .is_some_and(|t| t.is_in_sync(ordinal));
             if let Some(process) = running.get_mut(&name)
                 && process.ready != Some(in_sync)
+                && patch_ready(&pods, &name, in_sync).await
             {
-                set_ready(&pods, &name, in_sync).await;
                 process.ready = Some(in_sync);
             }
         }
@@ -452,10 +463,16 @@ async fn play(
             .collect();
         for name in gone {
             if let Some(process) = running.remove(&name) {
-                terminating.push((std::time::Instant::now(), process));
+                terminating.push((name, std::time::Instant::now(), process));
             }
         }
     }
+}
+
+/// Plays the kubelet's status report; false if the pod went meanwhile (the
+/// next round retries).
+async fn patch_ready(pods: &Api<Pod>, name: &str, ready: bool) -> bool {
+    try_set_ready(pods, name, ready).await.is_ok()
 }
 
 /// A replicated member's pod: its name, tier and ordinal.

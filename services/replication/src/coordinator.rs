@@ -132,6 +132,11 @@ struct MemberRecord {
     /// process exited); sticky for this incarnation until the primary admits
     /// it again after a resync.
     down_cause: Option<String>,
+    /// Why the driver last thought it unresponsive (not sticky: its next
+    /// heartbeat clears it).
+    suspect_cause: Option<String>,
+    /// When this incarnation was first heard from.
+    first_heard: Instant,
 }
 
 /// How a tier's coordinator came by its knowledge of the tier.
@@ -359,11 +364,12 @@ impl Coordinator {
         // coordinator that lost its durable state learns them from here).
         state.epoch = state.epoch.max(heartbeat.epoch).max(heartbeat.data_epoch);
         // Down stays down for the incarnation that was marked down.
-        let down_cause = state
+        let same = state
             .members
             .get(&ordinal)
-            .filter(|m| m.incarnation == heartbeat.incarnation)
-            .and_then(|m| m.down_cause.clone());
+            .filter(|m| m.incarnation == heartbeat.incarnation);
+        let down_cause = same.and_then(|m| m.down_cause.clone());
+        let first_heard = same.map_or(now, |m| m.first_heard);
         state.members.insert(
             ordinal,
             MemberRecord {
@@ -374,18 +380,44 @@ impl Coordinator {
                 applied: heartbeat.applied,
                 data_epoch: heartbeat.data_epoch,
                 down_cause,
+                suspect_cause: None,
+                first_heard,
             },
         );
         state.settle(now, timeout, reasons)
     }
 
-    /// Marks a member down at once (its pod is being deleted or its process
-    /// exited), so failover need not wait for missed heartbeats. It stays
-    /// down until it rejoins: a heartbeat from a new incarnation, or the
+    /// Marks a member down at once (its pod is gone or being deleted, or its
+    /// process exited), so failover need not wait for missed heartbeats. It
+    /// stays down until it rejoins: a heartbeat from a new incarnation, or the
     /// primary admitting it after a resync; heartbeats of this incarnation
     /// (a terminating pod still talks) keep it down. `cause` says what the
-    /// driver saw, for the change's reason ("pod deleted").
+    /// driver saw, for the change's reason ("pod is being deleted");
+    /// `observed_at` is when it saw it: an incarnation first heard after that
+    /// is a newer process than the one seen down, and is left alone.
     pub fn mark_down(
+        &mut self,
+        tier: Role,
+        ordinal: Ordinal,
+        cause: &str,
+        observed_at: Instant,
+        now: Instant,
+    ) -> Option<Published> {
+        let timeout = self.config.liveness_timeout();
+        let state = self.tiers.get_mut(&tier)?;
+        let member = state.members.get_mut(&ordinal)?;
+        if member.down_cause.is_some() || member.first_heard > observed_at {
+            return None;
+        }
+        member.down_cause = Some(cause.to_owned());
+        state.settle(now, timeout, Vec::new())
+    }
+
+    /// Treats a member as silent now (its pod's container is not running:
+    /// a status that may lag behind a process that just started), so
+    /// failover need not wait for missed heartbeats; unlike
+    /// [`Self::mark_down`] its next heartbeat brings it back.
+    pub fn mark_unresponsive(
         &mut self,
         tier: Role,
         ordinal: Ordinal,
@@ -395,10 +427,12 @@ impl Coordinator {
         let timeout = self.config.liveness_timeout();
         let state = self.tiers.get_mut(&tier)?;
         let member = state.members.get_mut(&ordinal)?;
-        if member.down_cause.is_some() {
+        let long_ago = now.checked_sub(timeout + Duration::from_secs(1))?;
+        if member.down_cause.is_some() || member.last_seen <= long_ago {
             return None;
         }
-        member.down_cause = Some(cause.to_owned());
+        member.last_seen = long_ago;
+        member.suspect_cause = Some(cause.to_owned());
         state.settle(now, timeout, Vec::new())
     }
 
@@ -565,11 +599,8 @@ impl TierState {
 
     /// How a member that is not live was found down, in words.
     fn why_down(&self, ordinal: Ordinal) -> String {
-        match self
-            .members
-            .get(&ordinal)
-            .and_then(|m| m.down_cause.as_deref())
-        {
+        let member = self.members.get(&ordinal);
+        match member.and_then(|m| m.down_cause.as_deref().or(m.suspect_cause.as_deref())) {
             Some(cause) => format!("is down ({cause})"),
             None => "stopped heartbeating".to_owned(),
         }

@@ -249,9 +249,28 @@ impl CoordinatorServer {
         }
     }
 
-    /// Marks a member down now (its pod is gone or not running, or its
-    /// process exited); `cause` says which, for the change's reason.
+    /// Marks a member down now, until it rejoins (its pod is gone or being
+    /// deleted, or its process exited, as seen at `observed_at`); see
+    /// [`Coordinator::mark_down`].
     pub async fn mark_down(
+        &self,
+        tier: Role,
+        ordinal: bookstore_core::cluster::Ordinal,
+        cause: &str,
+        observed_at: Instant,
+    ) {
+        let mut guarded = self.guarded.lock().await;
+        let change =
+            guarded
+                .coordinator
+                .mark_down(tier, ordinal, cause, observed_at, Instant::now());
+        self.commit(&mut guarded, change.into_iter().collect())
+            .await;
+    }
+
+    /// Treats a member as silent now, until its next heartbeat (its pod's
+    /// container is not running); see [`Coordinator::mark_unresponsive`].
+    pub async fn mark_unresponsive(
         &self,
         tier: Role,
         ordinal: bookstore_core::cluster::Ordinal,
@@ -260,7 +279,7 @@ impl CoordinatorServer {
         let mut guarded = self.guarded.lock().await;
         let change = guarded
             .coordinator
-            .mark_down(tier, ordinal, cause, Instant::now());
+            .mark_unresponsive(tier, ordinal, cause, Instant::now());
         self.commit(&mut guarded, change.into_iter().collect())
             .await;
     }

@@ -303,7 +303,7 @@ fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
     let mut s = Scenario::healthy_pair();
     let published = s
         .coordinator
-        .mark_down(TIER, 0, "pod deleted", s.now)
+        .mark_down(TIER, 0, "pod deleted", s.now, s.now)
         .expect("a change");
     assert!(published.failover);
     assert!(
@@ -314,7 +314,7 @@ fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
     assert_eq!(published.topology.primary, Some(1));
     assert!(
         s.coordinator
-            .mark_down(TIER, 0, "pod deleted", s.now)
+            .mark_down(TIER, 0, "pod deleted", s.now, s.now)
             .is_none(),
         "already down"
     );
@@ -330,7 +330,7 @@ fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
 fn a_member_marked_down_stays_down_while_the_same_incarnation_heartbeats() {
     let mut s = Scenario::healthy_pair();
     s.coordinator
-        .mark_down(TIER, 1, "pod deleted", s.now)
+        .mark_down(TIER, 1, "pod deleted", s.now, s.now)
         .expect("1 leaves");
     // A terminating pod keeps heartbeating for its grace period.
     let changes = s.run_for(
@@ -358,7 +358,7 @@ fn a_terminating_last_in_sync_primary_never_flaps_back() {
     s.beat(1, 201, Phase::Joining);
     let lost = s
         .coordinator
-        .mark_down(TIER, 0, "pod deleted", s.now)
+        .mark_down(TIER, 0, "pod deleted", s.now, s.now)
         .expect("primary lost");
     assert_eq!(
         lost.topology.primary, None,
@@ -371,7 +371,10 @@ fn a_terminating_last_in_sync_primary_never_flaps_back() {
         // The terminating pod's heartbeats and the operator's reconciles
         // interleave, as they did in the outage.
         changes.extend(s.beat(0, 100, Phase::Leading));
-        changes.extend(s.coordinator.mark_down(TIER, 0, "pod deleted", s.now));
+        changes.extend(
+            s.coordinator
+                .mark_down(TIER, 0, "pod deleted", s.now, s.now),
+        );
         changes.extend(s.beat(1, 201, Phase::Joining));
         changes.extend(s.advance(Duration::from_millis(500)));
     }
@@ -386,10 +389,46 @@ fn a_terminating_last_in_sync_primary_never_flaps_back() {
 }
 
 #[test]
+fn a_new_incarnation_heard_after_the_observation_is_not_marked_down() {
+    let mut s = Scenario::healthy_pair();
+    // The operator lists the pods and sees catalog-1's old pod go; the new
+    // pod's process heartbeats before the operator acts on what it saw.
+    let observed_at = s.now;
+    s.now += Duration::from_millis(100);
+    s.beat(1, 201, Phase::Joining);
+    assert!(
+        s.coordinator
+            .mark_down(TIER, 1, "pod is gone", observed_at, s.now)
+            .is_none()
+    );
+    assert!(s.topology().member(1).expect("member").live);
+}
+
+#[test]
+fn a_member_found_unresponsive_comes_back_with_its_next_heartbeat() {
+    let mut s = Scenario::healthy_pair();
+    let published = s
+        .coordinator
+        .mark_unresponsive(TIER, 1, "pod's container is not running", s.now)
+        .expect("1 leaves the in-sync set");
+    assert!(
+        published
+            .reason
+            .contains("catalog-1 is down (pod's container is not running)"),
+        "{}",
+        published.reason
+    );
+    // The pod's status lagged behind a process that runs: it heartbeats.
+    s.beat(1, 200, Phase::Joining);
+    assert!(s.topology().member(1).expect("member").live);
+    assert!(!s.coordinator.is_marked_down(TIER, 1));
+}
+
+#[test]
 fn a_member_marked_down_rejoins_when_the_primary_admits_it_after_a_resync() {
     let mut s = Scenario::healthy_pair();
     s.coordinator
-        .mark_down(TIER, 1, "pod deleted", s.now)
+        .mark_down(TIER, 1, "pod deleted", s.now, s.now)
         .expect("1 leaves");
     // Not restarted: it resyncs as the same incarnation and is admitted.
     s.beat(1, 200, Phase::Joining);
@@ -403,7 +442,7 @@ fn a_member_marked_down_rejoins_when_the_primary_admits_it_after_a_resync() {
 fn a_silent_member_marked_down_cannot_be_admitted() {
     let mut s = Scenario::healthy_pair();
     s.coordinator
-        .mark_down(TIER, 1, "pod deleted", s.now)
+        .mark_down(TIER, 1, "pod deleted", s.now, s.now)
         .expect("1 leaves");
     s.run_for(Duration::from_secs(5), &[(0, 100, Phase::Leading)]);
     assert_eq!(s.add_to_in_sync(1), Err(AlterError::NotLive(1)));
@@ -652,7 +691,7 @@ mod epochs_only_rise {
                         coordinator.tick(now)
                     }
                     Step::MarkDown { ordinal } => {
-                        coordinator.mark_down(TIER, ordinal, "pod deleted", now).into_iter().collect()
+                        coordinator.mark_down(TIER, ordinal, "pod deleted", now, now).into_iter().collect()
                     }
                     Step::Admit { ordinal } => {
                         let topology = coordinator.topology(TIER, now).expect("tier");
@@ -878,7 +917,7 @@ mod switchover {
         let mut s = switched_to_1_and_0_resynced();
         let lost = s
             .coordinator
-            .mark_down(TIER, 1, "pod deleted", s.now)
+            .mark_down(TIER, 1, "pod deleted", s.now, s.now)
             .expect("a change");
         assert!(lost.failover);
         assert_eq!(lost.topology.primary, Some(0));
