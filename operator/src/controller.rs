@@ -643,8 +643,9 @@ fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
 pub struct DownMember {
     pub ordinal: u32,
     pub cause: &'static str,
-    /// Down until it rejoins (the pod is gone or going: that process never
-    /// serves again), or only until its next heartbeat.
+    /// Down until it rejoins (the pod is being deleted: that process never
+    /// serves again, though it still talks for its grace period), or only
+    /// until its next heartbeat.
     pub sticky: bool,
 }
 
@@ -660,7 +661,9 @@ fn down_members(pods: &[Pod], names: &StoreNames, role: Role, desired: u32) -> V
                 .iter()
                 .find(|p| p.metadata.name.as_deref() == Some(&name));
             let (cause, sticky) = match pod {
-                None => ("pod is gone", true),
+                // A pod object goes once its containers have stopped; until a
+                // new one runs, nothing heartbeats as that member anyway.
+                None => ("pod is gone", false),
                 Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
                     ("pod is being deleted", true)
                 }
@@ -886,7 +889,7 @@ mod tests {
                 (2, "pod's container is not running", false),
                 (3, "pod is being deleted", true),
                 (4, "pod's container is not running", false),
-                (5, "pod is gone", true),
+                (5, "pod is gone", false),
             ]
         );
     }

@@ -352,9 +352,9 @@ impl Coordination {
         time.clone()
     }
 
-    /// Members of `tier` whose pod is gone or terminating are down now until
-    /// they rejoin; those whose container is not running until their next
-    /// heartbeat. `listed_at` is when the pods were read.
+    /// Members of `tier` whose pod is being deleted are down now until they
+    /// rejoin; those whose pod is gone or whose container is not running
+    /// until their next heartbeat. `listed_at` is when the pods were read.
     pub async fn observe_pods(
         &self,
         key: &StoreKey,
