@@ -411,7 +411,7 @@ impl Reconciler<'_> {
                 primary: topology.and_then(|t| t.primary),
             };
             let step = rollout::plan(&view);
-            self.take_step(role, &step).await?;
+            self.take_step(role, &step, &revision).await?;
             rollouts.push(TierRollout {
                 tier: role.to_string(),
                 phase: rollout::phase(&step, &view),
@@ -424,32 +424,50 @@ impl Reconciler<'_> {
         Ok(rollouts)
     }
 
-    async fn take_step(&self, role: Role, step: &rollout::Step) -> Result<(), Error> {
+    /// Takes `step` towards `revision`; an Event per step taken (its action
+    /// names the step and the revision, so that no two steps fold into one
+    /// Event series, whose note would stay the first one).
+    async fn take_step(
+        &self,
+        role: Role,
+        step: &rollout::Step,
+        revision: &str,
+    ) -> Result<(), Error> {
         let key = self.key();
         let coordination = &self.context.coordination;
-        let note = match *step {
+        let (what, note) = match *step {
             rollout::Step::Replace(ordinal) => {
                 let name = self.names.pod(role, ordinal);
                 Api::<Pod>::namespaced(self.context.client.clone(), &self.names.namespace)
                     .delete(&name, &Default::default())
                     .await?;
-                format!("{role}: replacing {name} to run the new revision")
+                (
+                    format!("Replace {name}"),
+                    format!("{role}: replacing {name} to run the new revision"),
+                )
             }
             rollout::Step::SwitchOver(ordinal)
                 if coordination.set_rollout_target(&key, role, Some(ordinal)) =>
             {
-                format!(
-                    "{role}: switching the primary over to {} before the old primary is replaced",
-                    self.names.pod(role, ordinal)
+                let name = self.names.pod(role, ordinal);
+                (
+                    format!("SwitchOver to {name}"),
+                    format!(
+                        "{role}: switching the primary over to {name} before the old primary is replaced"
+                    ),
                 )
             }
-            rollout::Step::Done if coordination.set_rollout_target(&key, role, None) => {
-                format!("{role}: every member runs the new revision; the rollout's switchover ends")
-            }
+            rollout::Step::Done if coordination.set_rollout_target(&key, role, None) => (
+                format!("Finish {role}"),
+                format!(
+                    "{role}: every member runs the new revision; the rollout's switchover ends"
+                ),
+            ),
             _ => return Ok(()),
         };
         tracing::info!("{note}");
-        self.publish_event(EventType::Normal, "RolloutStep", "Roll", Some(note))
+        let action = format!("Roll {revision}: {what}");
+        self.publish_event(EventType::Normal, "RolloutStep", &action, Some(note))
             .await;
         Ok(())
     }

@@ -315,8 +315,10 @@ impl Coordination {
             let event = Event {
                 type_: EventType::Warning,
                 reason: "SwitchoverRefused".to_owned(),
+                // Each refusal its own Event: one series would keep the first
+                // refusal's note.
+                action: refusal_action(&note),
                 note: Some(note),
-                action: "SwitchOver".to_owned(),
                 secondary: None,
             };
             if let Err(error) = recorder.publish(&event, &store.object_ref(&())).await {
@@ -461,6 +463,16 @@ impl Coordination {
         Ok(store.server.clone())
     }
 }
+
+/// An Event action that tells refusals apart: the note up to its reason
+/// ("switchover of catalog to catalog-1 refused"), within the API's limit.
+fn refusal_action(note: &str) -> String {
+    let head = note.split(": ").next().unwrap_or(note);
+    head.chars().take(MAX_EVENT_ACTION_CHARS).collect()
+}
+
+/// The longest `action` the Events API accepts.
+const MAX_EVENT_ACTION_CHARS: usize = 128;
 
 /// The annotation's requests, with the rollout's for the tiers it does not
 /// name (a person's request wins).
@@ -658,6 +670,15 @@ mod tests {
             .reason,
             "TopologyChanged"
         );
+    }
+
+    #[test]
+    fn each_refusal_is_an_event_of_its_own() {
+        let one = refusal_action("switchover of catalog to catalog-1 refused: not in sync");
+        let other = refusal_action("switchover of catalog to catalog-0 refused: not live");
+        assert_eq!(one, "switchover of catalog to catalog-1 refused");
+        assert_ne!(one, other);
+        assert!(refusal_action(&"x".repeat(500)).chars().count() <= MAX_EVENT_ACTION_CHARS);
     }
 
     #[test]
