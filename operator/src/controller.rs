@@ -251,13 +251,14 @@ impl Reconciler<'_> {
             coordinator_url: coordinator_url(&self.context.operator_url, self.names),
             kept_members: self.context.coordination.kept_members(&self.key()).await,
         };
-        self.apply_all(&resources::desired(self.store, &valid, &inputs))
+        let stateful_sets = self
+            .apply_all(&resources::desired(self.store, &valid, &inputs))
             .await?;
         // 4. Coordinate: pods in, the rollout's next step, primaries' labels
         //    out.
         let listed_at = Instant::now();
         let pods = self.list_pods().await?;
-        let rollout = self.roll_out(&valid, &pods).await?;
+        let rollout = self.roll_out(&valid, &pods, &stateful_sets).await?;
         let mut observed = self.observe(&valid, &pods, listed_at).await?;
         observed.rollout = rollout;
         self.label_pods(&valid, &pods, &observed).await?;
@@ -340,15 +341,22 @@ impl Reconciler<'_> {
         Ok(token)
     }
 
-    async fn apply_all(&self, objects: &resources::DesiredObjects) -> Result<(), Error> {
+    /// Applies every object; returns the StatefulSets as the API server
+    /// answered (with their status: the rollout reads their update revision,
+    /// and the operator's RBAC has no `get` on StatefulSets).
+    async fn apply_all(
+        &self,
+        objects: &resources::DesiredObjects,
+    ) -> Result<Vec<StatefulSet>, Error> {
         for object in &objects.config_maps {
             self.apply(object).await?;
         }
         for object in &objects.services {
             self.apply(object).await?;
         }
+        let mut stateful_sets = Vec::new();
         for object in &objects.stateful_sets {
-            self.apply(object).await?;
+            stateful_sets.push(self.apply(object).await?);
         }
         for object in &objects.deployments {
             self.apply(object).await?;
@@ -356,11 +364,12 @@ impl Reconciler<'_> {
         for object in &objects.disruption_budgets {
             self.apply::<PodDisruptionBudget>(object).await?;
         }
-        Ok(())
+        Ok(stateful_sets)
     }
 
-    /// Server-side apply under the operator's one field manager.
-    async fn apply<K>(&self, object: &K) -> Result<(), Error>
+    /// Server-side apply under the operator's one field manager; the object
+    /// as stored.
+    async fn apply<K>(&self, object: &K) -> Result<K, Error>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -371,8 +380,7 @@ impl Reconciler<'_> {
         let api = Api::<K>::namespaced(self.context.client.clone(), &self.names.namespace);
         let name = object.meta().name.clone().unwrap_or_default();
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&name, &params, &Patch::Apply(object)).await?;
-        Ok(())
+        Ok(api.patch(&name, &params, &Patch::Apply(object)).await?)
     }
 
     /// The store's pods, read once per reconcile.
@@ -388,13 +396,20 @@ impl Reconciler<'_> {
     /// Takes each replicated tier's rollout one step ([`rollout::plan`]):
     /// deletes the next outdated pod, or asks for the switchover away from
     /// the primary, or ends the rollout's switchover; an Event per step.
-    async fn roll_out(&self, valid: &ValidStore, pods: &[Pod]) -> Result<Vec<TierRollout>, Error> {
-        let sets =
-            Api::<StatefulSet>::namespaced(self.context.client.clone(), &self.names.namespace);
+    async fn roll_out(
+        &self,
+        valid: &ValidStore,
+        pods: &[Pod],
+        stateful_sets: &[StatefulSet],
+    ) -> Result<Vec<TierRollout>, Error> {
         let key = self.key();
         let mut rollouts = Vec::new();
         for role in [Role::Catalog, Role::Order] {
-            let Some(set) = sets.get_opt(&self.names.tier(role)).await? else {
+            let name = self.names.tier(role);
+            let Some(set) = stateful_sets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+            else {
                 continue;
             };
             let Some(revision) = set.status.as_ref().and_then(|s| s.update_revision.clone()) else {
