@@ -27,12 +27,13 @@ use tracing::Instrument as _;
 
 use crate::coordination::{Coordination, StoreKey, coordinator_url};
 use crate::coordinator_state::ConfigMapStore;
-use crate::crd::{BookStore, BookStoreStatus};
+use crate::crd::{BookStore, BookStoreStatus, TierRollout};
 use crate::metrics::{self, OperatorMetrics};
 use crate::names::{FIELD_MANAGER, PRIMARY, REPLICA, ROLE_LABEL, StoreNames};
 use crate::resources::{self, Inputs, owner_reference, store_names};
 use crate::status::{self, Observed};
 use crate::validate::{self, InventorySource, ReplicaCounts, ValidSpec, ValidStore};
+use crate::{rollout, switchover};
 
 /// How often a healthy store is looked at again: the coordinator changes
 /// topologies between reconciles, and labels and status follow within this.
@@ -232,14 +233,10 @@ impl Reconciler<'_> {
                 return Ok(Action::await_change());
             }
         };
-        // 2. Build and apply the desired objects.
+        // 2. The coordinator takes the spec's settings first: a scale-down
+        //    removes the members above the new count from the in-sync set
+        //    and the topology before their pods go.
         let token = self.ensure_token().await?;
-        let inputs = Inputs {
-            coordinator_url: coordinator_url(&self.context.operator_url, self.names),
-        };
-        self.apply_all(&resources::desired(self.store, &valid, &inputs))
-            .await?;
-        // 3. Coordinate: pods' readiness in, primaries' labels out.
         let durable = ConfigMapStore::for_store(
             self.context.client.clone(),
             self.names,
@@ -249,10 +246,23 @@ impl Reconciler<'_> {
             .coordination
             .ensure(self.store, &valid, token, Arc::new(durable))
             .await?;
+        // 3. Build and apply the desired objects.
+        let inputs = Inputs {
+            coordinator_url: coordinator_url(&self.context.operator_url, self.names),
+            kept_members: self.context.coordination.kept_members(&self.key()).await,
+        };
+        let stateful_sets = self
+            .apply_all(&resources::desired(self.store, &valid, &inputs))
+            .await?;
+        // 4. Coordinate: pods in, the rollout's next step, primaries' labels
+        //    out.
+        let listed_at = Instant::now();
         let pods = self.list_pods().await?;
-        let observed = self.observe(&valid, &pods).await?;
+        let rollout = self.roll_out(&valid, &pods, &stateful_sets).await?;
+        let mut observed = self.observe(&valid, &pods, listed_at).await?;
+        observed.rollout = rollout;
         self.label_pods(&valid, &pods, &observed).await?;
-        // 4. Report.
+        // 5. Report.
         self.write_status(&valid, &observed).await?;
         Ok(Action::requeue(RESYNC_PERIOD))
     }
@@ -286,6 +296,14 @@ impl Reconciler<'_> {
             reference,
             config_map.as_ref(),
         ))
+    }
+
+    /// What the switchover annotation asks for (nothing without it).
+    fn switchover_requests(&self) -> Result<switchover::Requests, switchover::BadAnnotation> {
+        self.store
+            .annotations()
+            .get(switchover::ANNOTATION)
+            .map_or_else(|| Ok(switchover::Requests::new()), |v| switchover::parse(v))
     }
 
     fn key(&self) -> StoreKey {
@@ -323,15 +341,22 @@ impl Reconciler<'_> {
         Ok(token)
     }
 
-    async fn apply_all(&self, objects: &resources::DesiredObjects) -> Result<(), Error> {
+    /// Applies every object; returns the StatefulSets as the API server
+    /// answered (with their status: the rollout reads their update revision,
+    /// and the operator's RBAC has no `get` on StatefulSets).
+    async fn apply_all(
+        &self,
+        objects: &resources::DesiredObjects,
+    ) -> Result<Vec<StatefulSet>, Error> {
         for object in &objects.config_maps {
             self.apply(object).await?;
         }
         for object in &objects.services {
             self.apply(object).await?;
         }
+        let mut stateful_sets = Vec::new();
         for object in &objects.stateful_sets {
-            self.apply(object).await?;
+            stateful_sets.push(self.apply(object).await?);
         }
         for object in &objects.deployments {
             self.apply(object).await?;
@@ -339,11 +364,12 @@ impl Reconciler<'_> {
         for object in &objects.disruption_budgets {
             self.apply::<PodDisruptionBudget>(object).await?;
         }
-        Ok(())
+        Ok(stateful_sets)
     }
 
-    /// Server-side apply under the operator's one field manager.
-    async fn apply<K>(&self, object: &K) -> Result<(), Error>
+    /// Server-side apply under the operator's one field manager; the object
+    /// as stored.
+    async fn apply<K>(&self, object: &K) -> Result<K, Error>
     where
         K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -354,8 +380,7 @@ impl Reconciler<'_> {
         let api = Api::<K>::namespaced(self.context.client.clone(), &self.names.namespace);
         let name = object.meta().name.clone().unwrap_or_default();
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        api.patch(&name, &params, &Patch::Apply(object)).await?;
-        Ok(())
+        Ok(api.patch(&name, &params, &Patch::Apply(object)).await?)
     }
 
     /// The store's pods, read once per reconcile.
@@ -368,20 +393,149 @@ impl Reconciler<'_> {
             .items)
     }
 
-    /// Reads the Deployments, feeds pod readiness to the coordinator.
-    async fn observe(&self, valid: &ValidStore, pods: &[Pod]) -> Result<Observed, Error> {
+    /// Takes each replicated tier's rollout one step ([`rollout::plan`]):
+    /// deletes the next outdated pod, or asks for the switchover away from
+    /// the primary, or ends the rollout's switchover; an Event per step.
+    async fn roll_out(
+        &self,
+        valid: &ValidStore,
+        pods: &[Pod],
+        stateful_sets: &[StatefulSet],
+    ) -> Result<Vec<TierRollout>, Error> {
+        let key = self.key();
+        let mut rollouts = Vec::new();
+        for role in [Role::Catalog, Role::Order] {
+            let name = self.names.tier(role);
+            let Some(set) = stateful_sets
+                .iter()
+                .find(|s| s.metadata.name.as_deref() == Some(name.as_str()))
+            else {
+                continue;
+            };
+            let Some(revision) = set.status.as_ref().and_then(|s| s.update_revision.clone()) else {
+                continue;
+            };
+            let topology = self.context.coordination.topology(&key, role).await;
+            let view = rollout::TierView {
+                tier: role,
+                members: (0..valid.spec.replicas.of(role))
+                    .map(|ordinal| {
+                        member_pod(pods, &self.names.pod(role, ordinal), ordinal, &revision)
+                    })
+                    .collect(),
+                primary: topology.and_then(|t| t.primary),
+            };
+            let step = rollout::plan(&view);
+            self.take_step(role, &step, &revision).await?;
+            rollouts.push(TierRollout {
+                tier: role.to_string(),
+                phase: rollout::phase(&step, &view),
+                updated_members: i32::try_from(view.members.iter().filter(|m| m.updated).count())
+                    .unwrap_or(i32::MAX),
+                current_images: pod_images(pods, self.names, role),
+                target_image: valid.spec.image.clone(),
+            });
+        }
+        Ok(rollouts)
+    }
+
+    /// Takes `step` towards `revision`; an Event per step taken (its action
+    /// names the step and the revision, so that no two steps fold into one
+    /// Event series, whose note would stay the first one).
+    async fn take_step(
+        &self,
+        role: Role,
+        step: &rollout::Step,
+        revision: &str,
+    ) -> Result<(), Error> {
+        let key = self.key();
+        let coordination = &self.context.coordination;
+        let (what, note) = match *step {
+            rollout::Step::Replace(ordinal) => {
+                let name = self.names.pod(role, ordinal);
+                Api::<Pod>::namespaced(self.context.client.clone(), &self.names.namespace)
+                    .delete(&name, &Default::default())
+                    .await?;
+                (
+                    format!("Replace {name}"),
+                    format!("{role}: replacing {name} to run the new revision"),
+                )
+            }
+            rollout::Step::SwitchOver(ordinal)
+                if coordination.set_rollout_target(&key, role, Some(ordinal)) =>
+            {
+                let name = self.names.pod(role, ordinal);
+                (
+                    format!("SwitchOver to {name}"),
+                    format!(
+                        "{role}: switching the primary over to {name} before the old primary is replaced"
+                    ),
+                )
+            }
+            rollout::Step::Done if coordination.set_rollout_target(&key, role, None) => (
+                format!("Finish {role}"),
+                format!(
+                    "{role}: every member runs the new revision; the rollout's switchover ends"
+                ),
+            ),
+            _ => return Ok(()),
+        };
+        tracing::info!("{note}");
+        let action = format!("Roll {revision}: {what}");
+        self.publish_event(EventType::Normal, "RolloutStep", &action, Some(note))
+            .await;
+        Ok(())
+    }
+
+    /// An Event about the store; a failure to publish is only logged.
+    async fn publish_event(
+        &self,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: Option<String>,
+    ) {
+        let event = Event {
+            type_,
+            reason: reason.to_owned(),
+            note,
+            action: action.to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = self
+            .context
+            .recorder
+            .publish(&event, &self.store.object_ref(&()))
+            .await
+        {
+            tracing::warn!(%error, "cannot publish an Event");
+        }
+    }
+
+    /// Reads the Deployments, tells the coordinator which members' pods are
+    /// gone, terminating or not running.
+    /// `listed_at`: when `pods` were read.
+    async fn observe(
+        &self,
+        valid: &ValidStore,
+        pods: &[Pod],
+        listed_at: Instant,
+    ) -> Result<Observed, Error> {
         let key = self.key();
         let replicas = &valid.spec.replicas;
         let ready_catalog = ready_ordinals(pods, self.names, Role::Catalog);
         let ready_order = ready_ordinals(pods, self.names, Role::Order);
         let coordination = &self.context.coordination;
-        coordination
-            .observe_pods(&key, Role::Catalog, replicas.catalog, &ready_catalog)
-            .await;
-        coordination
-            .observe_pods(&key, Role::Order, replicas.order, &ready_order)
-            .await;
+        for role in [Role::Catalog, Role::Order] {
+            let down = down_members(pods, self.names, role, replicas.of(role));
+            coordination
+                .observe_pods(&key, role, &down, listed_at)
+                .await;
+        }
         coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
+        let switchover = coordination
+            .apply_switchovers(self.store, &key, self.switchover_requests())
+            .await;
         Ok(Observed {
             generation: self.store.metadata.generation,
             catalog: coordination.topology(&key, Role::Catalog).await,
@@ -391,6 +545,9 @@ impl Reconciler<'_> {
             frontend_ready: self.deployment_ready(Role::Frontend).await?,
             cache_ready: self.deployment_ready(Role::Cache).await?,
             last_failover_time: coordination.last_failover(&key),
+            coordinator: coordination.settings(&key).await,
+            switchover,
+            rollout: Vec::new(),
             spec_problems: Vec::new(),
         })
     }
@@ -491,21 +648,13 @@ impl Reconciler<'_> {
         let already_reported =
             self.store.status.as_ref().and_then(|s| s.phase.clone()) == status.phase;
         if !already_reported {
-            let event = Event {
-                type_: EventType::Warning,
-                reason: "InvalidSpec".to_owned(),
-                note: status.phase.clone(),
-                action: "Validate".to_owned(),
-                secondary: None,
-            };
-            if let Err(error) = self
-                .context
-                .recorder
-                .publish(&event, &self.store.object_ref(&()))
-                .await
-            {
-                tracing::warn!(%error, "cannot publish an Event");
-            }
+            self.publish_event(
+                EventType::Warning,
+                "InvalidSpec",
+                "Validate",
+                status.phase.clone(),
+            )
+            .await;
         }
         tracing::warn!(phase = ?status.phase, "invalid BookStore");
         self.patch_status(&status).await
@@ -516,11 +665,64 @@ fn resources_token_key() -> &'static str {
     "peer-token"
 }
 
-/// Ordinals of the tier's pods that are Ready and not being deleted.
+/// Ordinals of the tier's pods that are Ready (a replicated member is Ready
+/// only while it serves: primary or in sync) and not being deleted.
 fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
+    ordinals_where(pods, names, role, is_ready)
+}
+
+/// A member whose pod shows it down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownMember {
+    pub ordinal: u32,
+    pub cause: &'static str,
+    /// Down until it rejoins (the pod is being deleted: that process never
+    /// serves again, though it still talks for its grace period), or only
+    /// until its next heartbeat.
+    pub sticky: bool,
+}
+
+/// The tier's members (of `desired`) that are down now, with what shows it:
+/// the pod is gone, being deleted, or its container is not running. Not
+/// readiness: a member that joins or resyncs is not Ready yet and must stay
+/// live to be admitted.
+fn down_members(pods: &[Pod], names: &StoreNames, role: Role, desired: u32) -> Vec<DownMember> {
+    (0..desired)
+        .filter_map(|ordinal| {
+            let name = names.pod(role, ordinal);
+            let pod = pods
+                .iter()
+                .find(|p| p.metadata.name.as_deref() == Some(&name));
+            let (cause, sticky) = match pod {
+                // A pod object goes once its containers have stopped; until a
+                // new one runs, nothing heartbeats as that member anyway.
+                None => ("pod is gone", false),
+                Some(pod) if pod.metadata.deletion_timestamp.is_some() => {
+                    ("pod is being deleted", true)
+                }
+                // A status that may lag behind a process that just started:
+                // its next heartbeat brings it back.
+                Some(pod) if !is_running(pod) => ("pod's container is not running", false),
+                Some(_) => return None,
+            };
+            Some(DownMember {
+                ordinal,
+                cause,
+                sticky,
+            })
+        })
+        .collect()
+}
+
+fn ordinals_where(
+    pods: &[Pod],
+    names: &StoreNames,
+    role: Role,
+    keep: impl Fn(&Pod) -> bool,
+) -> Vec<u32> {
     let prefix = format!("{}-", names.tier(role));
     pods.iter()
-        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && is_ready(pod))
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none() && keep(pod))
         .filter_map(|pod| {
             pod.metadata
                 .name
@@ -530,6 +732,54 @@ fn ready_ordinals(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<u32> {
                 .ok()
         })
         .collect()
+}
+
+/// The pod runs, and none of its containers is waiting or terminated.
+fn is_running(pod: &Pod) -> bool {
+    let Some(status) = pod.status.as_ref() else {
+        return false;
+    };
+    status.phase.as_deref() == Some("Running")
+        && status
+            .container_statuses
+            .iter()
+            .flatten()
+            .all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+}
+
+/// The rollout's view of one member's pod.
+fn member_pod(pods: &[Pod], name: &str, ordinal: u32, revision: &str) -> rollout::MemberPod {
+    let pod = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some(name))
+        .filter(|p| p.metadata.deletion_timestamp.is_none());
+    rollout::MemberPod {
+        ordinal,
+        exists: pod.is_some(),
+        updated: pod.is_some_and(|p| {
+            p.labels()
+                .get("controller-revision-hash")
+                .map(String::as_str)
+                == Some(revision)
+        }),
+        ready: pod.is_some_and(is_ready),
+    }
+}
+
+/// The distinct images the tier's pods run.
+fn pod_images(pods: &[Pod], names: &StoreNames, role: Role) -> Vec<String> {
+    let prefix = format!("{}-", names.tier(role));
+    let images: std::collections::BTreeSet<String> = pods
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .name
+                .as_deref()
+                .is_some_and(|n| n.starts_with(&prefix))
+        })
+        .filter_map(|p| p.spec.as_ref()?.containers.first()?.image.clone())
+        .collect();
+    images.into_iter().collect()
 }
 
 /// IPs of the tier's running pods (a Deployment's pods have no stable names).
@@ -622,6 +872,59 @@ mod tests {
         ];
         assert_eq!(ready_ordinals(&pods, &names, Role::Catalog), vec![0, 10]);
         assert_eq!(ready_ordinals(&pods, &names, Role::Order), vec![0]);
+    }
+
+    fn with_phase(mut pod: Pod, phase: &str, container_running: Option<bool>) -> Pod {
+        use k8s_openapi::api::core::v1::{
+            ContainerState, ContainerStateRunning, ContainerStateWaiting, ContainerStatus,
+        };
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.phase = Some(phase.to_owned());
+        status.container_statuses = container_running.map(|running| {
+            vec![ContainerStatus {
+                name: "catalog".to_owned(),
+                state: Some(if running {
+                    ContainerState {
+                        running: Some(ContainerStateRunning::default()),
+                        ..Default::default()
+                    }
+                } else {
+                    ContainerState {
+                        waiting: Some(ContainerStateWaiting::default()),
+                        ..Default::default()
+                    }
+                }),
+                ..Default::default()
+            }]
+        });
+        pod
+    }
+
+    #[test]
+    fn a_joining_member_that_is_not_ready_still_counts_as_running() {
+        let names = StoreNames::new("shop", "books");
+        let mut terminating = with_phase(pod("shop-catalog-3", true), "Running", Some(true));
+        terminating.metadata.deletion_timestamp = Some(Time(k8s_openapi::jiff::Timestamp::now()));
+        let pods = vec![
+            with_phase(pod("shop-catalog-0", true), "Running", Some(true)),
+            with_phase(pod("shop-catalog-1", false), "Running", Some(true)),
+            with_phase(pod("shop-catalog-2", false), "Running", Some(false)),
+            terminating,
+            with_phase(pod("shop-catalog-4", false), "Pending", None),
+        ];
+        let down: Vec<(u32, &str, bool)> = down_members(&pods, &names, Role::Catalog, 6)
+            .into_iter()
+            .map(|d| (d.ordinal, d.cause, d.sticky))
+            .collect();
+        assert_eq!(
+            down,
+            vec![
+                (2, "pod's container is not running", false),
+                (3, "pod is being deleted", true),
+                (4, "pod's container is not running", false),
+                (5, "pod is gone", false),
+            ]
+        );
     }
 
     #[test]

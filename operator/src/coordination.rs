@@ -10,7 +10,7 @@
 //! ([`crate::coordinator_state`]), so a new operator leader picks up the
 //! epochs and in-sync sets where the old one left them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -18,7 +18,7 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bookstore_core::ApiError;
-use bookstore_core::cluster::Role;
+use bookstore_core::cluster::{Ordinal, Role};
 use bookstore_core::metrics::Metrics;
 use bookstore_core::token::{PeerToken, TOKEN_HEADER};
 use bookstore_replication::coordinator::durable::{DurableError, DurableStore};
@@ -32,9 +32,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Resource;
 use kube::runtime::events::{Event, EventType, Recorder};
 
-use crate::crd::BookStore;
+use crate::controller::DownMember;
+use crate::crd::{BookStore, CoordinatorSettings};
 use crate::names::{PEER_PORT, StoreNames};
 use crate::resources::store_names;
+use crate::switchover::{BadAnnotation, Requests, SwitchoverState};
 use crate::validate::ValidStore;
 
 /// A store, by namespace and name.
@@ -43,17 +45,52 @@ pub type StoreKey = (String, String);
 struct StoreCoordinator {
     server: CoordinatorServer,
     token: PeerToken,
+    /// The settings it was last given (from the spec).
+    settings: Settings,
     /// The order members' peer addresses: clients of the catalog, they get
     /// every topology, as the frontend pods do.
     order_members: Vec<String>,
     ticks: tokio::task::AbortHandle,
     last_failover: Arc<Mutex<Option<Time>>>,
+    /// The switchover refusals last reported (an Event only for new ones).
+    refused: Vec<String>,
+    /// The primaries a rolling upgrade asks for (where the annotation asks
+    /// for none), per tier.
+    rollout: BTreeMap<Role, Ordinal>,
 }
 
 impl Drop for StoreCoordinator {
     fn drop(&mut self) {
         self.ticks.abort();
     }
+}
+
+/// What a store's coordinator takes from its spec; a change is applied to
+/// the running coordinator at the next reconcile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Settings {
+    config: CoordinatorConfig,
+    tiers: [(Role, usize); 2],
+}
+
+impl Settings {
+    fn of(valid: &ValidStore) -> Self {
+        let spec = &valid.spec;
+        Self {
+            config: CoordinatorConfig {
+                heartbeat_interval: spec.heartbeat.interval,
+                miss_threshold: spec.heartbeat.failure_threshold,
+            },
+            tiers: [Role::Catalog, Role::Order].map(|role| (role, spec.replicas.of(role) as usize)),
+        }
+    }
+}
+
+/// The order members' peer addresses (they get every topology pushed).
+fn order_members(names: &StoreNames, valid: &ValidStore) -> Vec<String> {
+    (0..valid.spec.replicas.order)
+        .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
+        .collect()
 }
 
 /// The coordinators of every store this operator manages.
@@ -83,7 +120,8 @@ impl Coordination {
     /// The coordinator of `store` (`valid` is its validated spec), started on
     /// first use from the durable state in `durable` (it fails if that cannot
     /// be read: starting from nothing while a state exists could elect a
-    /// stale member).
+    /// stale member). A running one takes the spec's settings in place (it
+    /// keeps everything it knows, so epochs go on rising).
     pub async fn ensure(
         &self,
         store: &BookStore,
@@ -93,26 +131,20 @@ impl Coordination {
     ) -> Result<CoordinatorServer, DurableError> {
         let names = store_names(store);
         let key = (names.namespace.clone(), names.name.clone());
-        if let Some(existing) = self.lock().get(&key).filter(|s| s.token == token) {
-            return Ok(existing.server.clone());
+        let settings = Settings::of(valid);
+        if let Some(server) = self.reuse(&key, &token, &settings, order_members(&names, valid)) {
+            if let Some(settings) = server.1 {
+                server.0.reconfigure(settings.config, &settings.tiers).await;
+            }
+            return Ok(server.0);
         }
-        let spec = &valid.spec;
-        let config = CoordinatorConfig {
-            heartbeat_interval: spec.heartbeat.interval,
-            miss_threshold: spec.heartbeat.failure_threshold,
-        };
-        let tiers =
-            [Role::Catalog, Role::Order].map(|role| (role, spec.replicas.of(role) as usize));
-        // Order members call the catalog: they get every topology pushed.
-        let order_members: Vec<String> = (0..spec.replicas.order)
-            .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
-            .collect();
+        let order_members = order_members(&names, valid);
         let last_failover = Arc::new(Mutex::new(None));
         let hook = self.change_hook(store.object_ref(&()), names.clone(), last_failover.clone());
         let setup = CoordinatorSetup {
             store: &format!("{}/{}", names.namespace, names.name),
-            config,
-            tiers: &tiers,
+            config: settings.config,
+            tiers: &settings.tiers,
             subscribers: order_members.clone(),
             durable,
         };
@@ -136,12 +168,163 @@ impl Coordination {
             StoreCoordinator {
                 server: server.clone(),
                 token,
+                settings,
                 order_members,
                 ticks,
                 last_failover,
+                refused: Vec::new(),
+                rollout: BTreeMap::new(),
             },
         );
         Ok(server)
+    }
+
+    /// The running coordinator of `key` if it has `token`, with the settings
+    /// it must take now if they changed (recorded as given).
+    fn reuse(
+        &self,
+        key: &StoreKey,
+        token: &PeerToken,
+        settings: &Settings,
+        order_members: Vec<String>,
+    ) -> Option<(CoordinatorServer, Option<Settings>)> {
+        let mut stores = self.lock();
+        let existing = stores.get_mut(key).filter(|s| &s.token == token)?;
+        let changed = (existing.settings != *settings).then(|| settings.clone());
+        if changed.is_some() {
+            tracing::info!(store = %key.1, namespace = %key.0, from = ?existing.settings, to = ?settings, "the spec changed the coordinator's settings");
+            existing.settings = settings.clone();
+            existing.order_members = order_members;
+        }
+        Some((existing.server.clone(), changed))
+    }
+
+    /// The settings in force in the coordinator of `key`.
+    pub async fn settings(&self, key: &StoreKey) -> Option<CoordinatorSettings> {
+        let server = self.lock().get(key)?.server.clone();
+        let (config, tiers) = server.settings().await;
+        let members = |role| {
+            tiers
+                .iter()
+                .find(|(tier, _)| *tier == role)
+                .map_or(0, |&(_, n)| u32::try_from(n).unwrap_or(u32::MAX))
+        };
+        Some(CoordinatorSettings {
+            heartbeat_interval_ms: u64::try_from(config.heartbeat_interval.as_millis())
+                .unwrap_or(u64::MAX),
+            failure_threshold: config.miss_threshold,
+            catalog_members: members(Role::Catalog),
+            order_members: members(Role::Order),
+        })
+    }
+
+    /// Pods each replicated tier of `key` must keep: more than its spec
+    /// while a scaled-down member is still in the coordinator's topology.
+    pub async fn kept_members(&self, key: &StoreKey) -> BTreeMap<Role, u32> {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return BTreeMap::new();
+        };
+        let mut kept = BTreeMap::new();
+        for role in [Role::Catalog, Role::Order] {
+            if let Some(count) = server.kept_members(role).await {
+                kept.insert(role, u32::try_from(count).unwrap_or(u32::MAX));
+            }
+        }
+        kept
+    }
+
+    /// Applies what the switchover annotation asks for (`requests`; an
+    /// unreadable annotation changes nothing and is reported): each tier's
+    /// coordinator is asked to move its primary, or to end a request the
+    /// annotation no longer makes. A refused request is retried at every
+    /// reconcile (the target may come in sync), with one Warning Event per
+    /// new refusal.
+    pub async fn apply_switchovers(
+        &self,
+        store: &BookStore,
+        key: &StoreKey,
+        requests: Result<Requests, BadAnnotation>,
+    ) -> SwitchoverState {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return SwitchoverState::default();
+        };
+        let rollout = self
+            .lock()
+            .get(key)
+            .map(|s| s.rollout.clone())
+            .unwrap_or_default();
+        let mut state = SwitchoverState::default();
+        match requests.map(|asked| merged(asked, rollout)) {
+            Err(bad) => state.refused.push(bad.to_string()),
+            Ok(requests) => {
+                for tier in [Role::Catalog, Role::Order] {
+                    let target = requests.get(&tier).copied();
+                    let outcome = if server.switchover_target(tier).await == target {
+                        Ok(())
+                    } else {
+                        server.switch_over(tier, target).await
+                    };
+                    match (outcome, target) {
+                        (Err(refused), Some(ordinal)) => state.refused.push(format!(
+                            "switchover of {tier} to {tier}-{ordinal} refused: {refused}"
+                        )),
+                        (Ok(()), Some(ordinal)) => state.held.push((tier, ordinal)),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        self.report_refusals(store, key, &state.refused).await;
+        state
+    }
+
+    /// Sets (or with `None` ends) the switchover a rolling upgrade of `tier`
+    /// asks for; true if that changed anything.
+    pub fn set_rollout_target(&self, key: &StoreKey, tier: Role, target: Option<Ordinal>) -> bool {
+        let mut stores = self.lock();
+        let Some(store) = stores.get_mut(key) else {
+            return false;
+        };
+        let before = match target {
+            Some(ordinal) => store.rollout.insert(tier, ordinal),
+            None => store.rollout.remove(&tier),
+        };
+        before != target
+    }
+
+    /// One Warning Event per refusal not reported before.
+    async fn report_refusals(&self, store: &BookStore, key: &StoreKey, refused: &[String]) {
+        let new: Vec<String> = {
+            let mut stores = self.lock();
+            let Some(entry) = stores.get_mut(key) else {
+                return;
+            };
+            let new = refused
+                .iter()
+                .filter(|r| !entry.refused.contains(r))
+                .cloned()
+                .collect();
+            entry.refused = refused.to_vec();
+            new
+        };
+        let Some(recorder) = self.recorder.clone() else {
+            return;
+        };
+        for note in new {
+            tracing::warn!(store = %key.1, namespace = %key.0, "{note}");
+            let event = Event {
+                type_: EventType::Warning,
+                reason: "SwitchoverRefused".to_owned(),
+                // Each refusal its own Event: one series would keep the first
+                // refusal's note.
+                action: refusal_action(&note),
+                note: Some(note),
+                secondary: None,
+            };
+            if let Err(error) = recorder.publish(&event, &store.object_ref(&())).await {
+                tracing::warn!(%error, "cannot publish an Event");
+            }
+        }
     }
 
     /// Stops the coordinator of a deleted store.
@@ -171,13 +354,29 @@ impl Coordination {
         time.clone()
     }
 
-    /// Members of `tier` whose pod is missing or not Ready are down now.
-    pub async fn observe_pods(&self, key: &StoreKey, tier: Role, desired: u32, ready: &[u32]) {
+    /// Members of `tier` whose pod is being deleted are down now until they
+    /// rejoin; those whose pod is gone or whose container is not running
+    /// until their next heartbeat. `listed_at` is when the pods were read.
+    pub async fn observe_pods(
+        &self,
+        key: &StoreKey,
+        tier: Role,
+        down: &[DownMember],
+        listed_at: std::time::Instant,
+    ) {
         let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
             return;
         };
-        for ordinal in (0..desired).filter(|o| !ready.contains(o)) {
-            server.mark_down(tier, ordinal).await;
+        for member in down {
+            if member.sticky {
+                server
+                    .mark_down(tier, member.ordinal, member.cause, listed_at)
+                    .await;
+            } else {
+                server
+                    .mark_unresponsive(tier, member.ordinal, member.cause)
+                    .await;
+            }
         }
     }
 
@@ -269,25 +468,60 @@ impl Coordination {
     }
 }
 
-/// The Event that tells a person what a topology change was. It names the
-/// tier's primary pod as the related object: Events about one object with
-/// the same reason and related object are counted as one series, so without
-/// it an order failover would only bump the count of a catalog one.
+/// An Event action that tells refusals apart: the note up to its reason
+/// ("switchover of catalog to catalog-1 refused"), within the API's limit.
+fn refusal_action(note: &str) -> String {
+    let head = note.split(": ").next().unwrap_or(note);
+    head.chars().take(MAX_EVENT_ACTION_CHARS).collect()
+}
+
+/// The longest `action` the Events API accepts.
+const MAX_EVENT_ACTION_CHARS: usize = 128;
+
+/// The annotation's requests, with the rollout's for the tiers it does not
+/// name (a person's request wins).
+fn merged(mut asked: Requests, rollout: BTreeMap<Role, Ordinal>) -> Requests {
+    for (tier, ordinal) in rollout {
+        asked.entry(tier).or_insert(ordinal);
+    }
+    asked
+}
+
+/// The Event that tells a person what a topology change was: its reason is
+/// the kind of change, its note names the tier, the epoch, the old and new
+/// primary and the cause as it was detected. Events with the same reason,
+/// action and related object fold into one series whose note stays the
+/// first one, so the action names the tier and the epoch: every transition
+/// is an Event of its own, and `kubectl describe bs` reads as a timeline.
 pub fn event_for(names: &StoreNames, change: &Published) -> Event {
     let topology = &change.topology;
     let (reason, action, type_) = match (change.failover, change.previous_primary) {
         (true, _) => ("Failover", "FailOver", EventType::Warning),
+        (false, Some(_)) if change.reason.contains("by switchover") => {
+            ("Switchover", "SwitchOver", EventType::Normal)
+        }
         (false, Some(_)) => ("Handover", "HandOver", EventType::Normal),
         _ if change.reason.contains("added [") && !change.reason.contains("added []") => {
             ("Resynced", "Admit", EventType::Normal)
         }
+        _ if change.reason.contains("removed: the tier is scaled down") => {
+            ("MemberRemoved", "Remove", EventType::Normal)
+        }
         _ => ("TopologyChanged", "Publish", EventType::Normal),
+    };
+    let name =
+        |ordinal: Option<u32>| ordinal.map_or("none".to_owned(), |o| names.pod(topology.tier, o));
+    let primary = match change.previous_primary {
+        Some(old) if Some(old) != topology.primary => {
+            format!("primary {} -> {}", name(Some(old)), name(topology.primary))
+        }
+        _ => format!("primary {}", name(topology.primary)),
     };
     Event {
         type_,
         reason: reason.to_owned(),
         note: Some(format!(
-            "{} epoch {}: {} (primary {})",
+            "{} epoch {}: {} (primary {}; {primary})",
             topology.tier,
             topology.epoch,
             change.reason,
@@ -295,7 +529,7 @@ pub fn event_for(names: &StoreNames, change: &Published) -> Event {
                 .primary
                 .map_or("none".to_owned(), |p| p.to_string())
         )),
-        action: action.to_owned(),
+        action: format!("{action} {} epoch {}", topology.tier, topology.epoch),
         secondary: topology.primary.map(|ordinal| ObjectReference {
             api_version: Some("v1".to_owned()),
             kind: Some("Pod".to_owned()),
@@ -409,6 +643,31 @@ mod tests {
             event_for(&names, &published(false, Some(1), "moved")).reason,
             "Handover"
         );
+        // One Event per transition: the action names the tier and epoch, so
+        // no two transitions fold into one series; the note names both
+        // primaries and the cause.
+        let note = failover.note.as_deref().unwrap_or_default();
+        assert_eq!(failover.action, "FailOver catalog epoch 7");
+        assert!(
+            note.contains("primary shop-catalog-0 -> shop-catalog-1"),
+            "{note}"
+        );
+        assert!(note.contains("catalog primary moved from 0 to 1"), "{note}");
+        let mut later = published(true, Some(0), "moved");
+        later.topology.epoch = 9;
+        assert_ne!(event_for(&names, &later).action, failover.action);
+        assert_eq!(
+            event_for(
+                &names,
+                &published(
+                    false,
+                    Some(0),
+                    "catalog primary moved from 0 to 1 by switchover"
+                )
+            )
+            .reason,
+            "Switchover"
+        );
         assert_eq!(
             event_for(
                 &names,
@@ -425,6 +684,15 @@ mod tests {
             .reason,
             "TopologyChanged"
         );
+    }
+
+    #[test]
+    fn each_refusal_is_an_event_of_its_own() {
+        let one = refusal_action("switchover of catalog to catalog-1 refused: not in sync");
+        let other = refusal_action("switchover of catalog to catalog-0 refused: not live");
+        assert_eq!(one, "switchover of catalog to catalog-1 refused");
+        assert_ne!(one, other);
+        assert!(refusal_action(&"x".repeat(500)).chars().count() <= MAX_EVENT_ACTION_CHARS);
     }
 
     #[test]

@@ -91,6 +91,9 @@ pub struct BookStoreSpec {
     /// Prometheus scraping of the store's pods.
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// Where the pods run.
+    #[serde(default)]
+    pub placement: Placement,
 }
 
 fn default_image() -> String {
@@ -107,6 +110,7 @@ impl Default for BookStoreSpec {
             storage: Storage::default(),
             heartbeat: HeartbeatSpec::default(),
             metrics: MetricsSpec::default(),
+            placement: Placement::default(),
         }
     }
 }
@@ -285,6 +289,28 @@ impl Default for HeartbeatSpec {
     }
 }
 
+/// Pod placement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Placement {
+    /// How the members of a replicated tier are spread across nodes (pod
+    /// anti-affinity on the hostname): `Preferred` (the default: spread when
+    /// the scheduler can, so one node's loss takes at most one copy),
+    /// `Required` (never two members of a tier on one node; a member stays
+    /// Pending without a free node), or `None`.
+    #[serde(default)]
+    pub member_spread: MemberSpread,
+}
+
+/// See [`Placement::member_spread`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum MemberSpread {
+    #[default]
+    Preferred,
+    Required,
+    None,
+}
+
 /// Prometheus scraping.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -332,9 +358,46 @@ pub struct BookStoreStatus {
     /// When a primary was last replaced because it was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover_time: Option<Time>,
+    /// The settings the store's running coordinator uses now (read from it,
+    /// not from the spec: they show whether a spec change took effect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coordinator: Option<CoordinatorSettings>,
+    /// Where each replicated tier's rolling upgrade stands (pods replaced
+    /// by the operator, the primary last).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rollout: Vec<TierRollout>,
     /// `Ready`, `Progressing` and `Degraded`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
+}
+
+/// One replicated tier's rolling upgrade.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TierRollout {
+    pub tier: String,
+    /// Where it stands, in words (e.g. "catalog: 1/2 updated; replacing catalog-0").
+    pub phase: String,
+    /// Members running the StatefulSet's update revision.
+    pub updated_members: i32,
+    /// The images the tier's pods run now (more than one during a rollout).
+    pub current_images: Vec<String>,
+    /// The image of the update revision (the spec's).
+    pub target_image: String,
+}
+
+/// The settings in force in a store's coordinator.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CoordinatorSettings {
+    /// How often members heartbeat, in milliseconds.
+    pub heartbeat_interval_ms: u64,
+    /// Missed heartbeats after which a member is down.
+    pub failure_threshold: u32,
+    /// The catalog members the coordinator counts.
+    pub catalog_members: u32,
+    /// The order members the coordinator counts.
+    pub order_members: u32,
 }
 
 /// One replicated tier.

@@ -12,6 +12,8 @@
 //!   store's members, fed by pod readiness; Events on every topology change.
 //! - [`coordinator_state`]: the coordinators' durable state, in a ConfigMap
 //!   per store with optimistic concurrency.
+//! - [`rollout`]: the rolling-upgrade planner, primary last (pure).
+//! - [`switchover`]: the switchover annotation and its condition (pure).
 //! - [`leader`]: Lease-based leader election.
 //! - [`metrics`]: the operator's own Prometheus metrics.
 
@@ -23,7 +25,9 @@ pub mod leader;
 pub mod metrics;
 pub mod names;
 pub mod resources;
+pub mod rollout;
 pub mod status;
+pub mod switchover;
 pub mod validate;
 
 /// The CRD as YAML, as `crds/bookstore.yaml` holds it.

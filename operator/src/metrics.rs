@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use bookstore_core::metrics::Metrics;
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts};
 
-use crate::crd::{BookStoreStatus, TierStatus};
+use crate::crd::{BookStoreStatus, CoordinatorSettings, TierStatus};
 
 /// The condition types the status writes (`status::compute`).
 const CONDITION_TYPES: [&str; 3] = ["Ready", "Progressing", "Degraded"];
@@ -28,6 +28,7 @@ pub struct OperatorMetrics {
     pub leader: IntGauge,
     condition: IntGaugeVec,
     members: IntGaugeVec,
+    settings: IntGaugeVec,
     /// Stores that have per-store series, so a deleted store's can be removed.
     labelled: Arc<Mutex<BTreeSet<String>>>,
 }
@@ -82,6 +83,15 @@ impl OperatorMetrics {
             &["store", "tier", "state"],
         )
         .expect("valid metric");
+        let settings = IntGaugeVec::new(
+            Opts::new(
+                "bookstore_operator_coordinator_setting",
+                "The settings in force in the store's running coordinator: heartbeat_interval_ms, failure_threshold, catalog_members, order_members.",
+            ),
+            &["store", "setting"],
+        )
+        .expect("valid metric");
+        registry.register(Box::new(settings.clone()));
         registry.register(Box::new(reconciles.clone()));
         registry.register(Box::new(errors.clone()));
         registry.register(Box::new(duration.clone()));
@@ -96,6 +106,7 @@ impl OperatorMetrics {
             leader,
             condition,
             members,
+            settings,
             labelled: Arc::default(),
         }
     }
@@ -119,6 +130,13 @@ impl OperatorMetrics {
                     .set(i64::from(count));
             }
         }
+        if let Some(settings) = &status.coordinator {
+            for (setting, value) in coordinator_settings(settings) {
+                self.settings
+                    .with_label_values(&[store, setting])
+                    .set(value);
+            }
+        }
         self.lock_labelled().insert(store.to_owned());
     }
 
@@ -128,6 +146,9 @@ impl OperatorMetrics {
         for store in labelled.difference(alive) {
             for type_ in CONDITION_TYPES {
                 let _ = self.condition.remove_label_values(&[store, type_]);
+            }
+            for (setting, _) in coordinator_settings(&CoordinatorSettings::default()) {
+                let _ = self.settings.remove_label_values(&[store, setting]);
             }
             for tier in ["catalog", "order"] {
                 for (state, _) in member_counts(&TierStatus::default()) {
@@ -144,6 +165,19 @@ impl OperatorMetrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
+
+/// Each setting with its metric label.
+fn coordinator_settings(settings: &CoordinatorSettings) -> [(&'static str, i64); 4] {
+    [
+        (
+            "heartbeat_interval_ms",
+            i64::try_from(settings.heartbeat_interval_ms).unwrap_or(i64::MAX),
+        ),
+        ("failure_threshold", i64::from(settings.failure_threshold)),
+        ("catalog_members", i64::from(settings.catalog_members)),
+        ("order_members", i64::from(settings.order_members)),
+    ]
 }
 
 fn member_counts(tier: &TierStatus) -> [(&'static str, i32); 3] {
@@ -230,6 +264,33 @@ mod tests {
         assert_eq!(members("catalog", "desired"), Some(2));
         assert_eq!(members("catalog", "in_sync"), Some(1));
         assert_eq!(members("order", "desired"), Some(0));
+    }
+
+    #[test]
+    fn the_coordinators_settings_in_force_become_gauges() {
+        let metrics = OperatorMetrics::new();
+        let status = BookStoreStatus {
+            coordinator: Some(CoordinatorSettings {
+                heartbeat_interval_ms: 200,
+                failure_threshold: 15,
+                catalog_members: 3,
+                order_members: 2,
+            }),
+            ..degraded_status()
+        };
+        metrics.observe_status("shop/mystore", &status);
+        let setting = |name| {
+            gauge(
+                &metrics,
+                "bookstore_operator_coordinator_setting",
+                &[("store", "shop/mystore"), ("setting", name)],
+            )
+        };
+        assert_eq!(setting("heartbeat_interval_ms"), Some(200));
+        assert_eq!(setting("failure_threshold"), Some(15));
+        assert_eq!(setting("catalog_members"), Some(3));
+        metrics.retain_stores(&BTreeSet::new());
+        assert_eq!(setting("failure_threshold"), None);
     }
 
     #[test]

@@ -7,8 +7,9 @@ use bookstore_core::cluster::Role;
 use bookstore_replication::topology::Topology;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::crd::{BookStoreStatus, TierStatus};
+use crate::crd::{BookStoreStatus, CoordinatorSettings, TierRollout, TierStatus};
 use crate::names::StoreNames;
+use crate::switchover::SwitchoverState;
 use crate::validate::ReplicaCounts;
 
 /// What one reconcile observed.
@@ -23,6 +24,12 @@ pub struct Observed {
     pub frontend_ready: i32,
     pub cache_ready: i32,
     pub last_failover_time: Option<Time>,
+    /// The settings the running coordinator uses.
+    pub coordinator: Option<CoordinatorSettings>,
+    /// Where the switchovers the annotation asks for stand.
+    pub switchover: SwitchoverState,
+    /// Each replicated tier's rolling upgrade.
+    pub rollout: Vec<TierRollout>,
     /// Problems with the spec; non-empty means nothing was applied.
     pub spec_problems: Vec<String>,
 }
@@ -70,7 +77,7 @@ pub fn compute(
             last_transition_time,
         }
     };
-    let conditions = vec![
+    let mut conditions = vec![
         condition("Ready", verdict.ready, verdict.reason, &verdict.sentence),
         condition(
             "Progressing",
@@ -85,6 +92,9 @@ pub fn compute(
             &verdict.sentence,
         ),
     ];
+    if let Some((on, reason, message)) = observed.switchover.condition() {
+        conditions.push(condition("Switchover", on, reason, &message));
+    }
     BookStoreStatus {
         observed_generation: observed.generation,
         phase: Some(verdict.sentence.clone()),
@@ -97,6 +107,8 @@ pub fn compute(
             .last_failover_time
             .clone()
             .or_else(|| previous.and_then(|p| p.last_failover_time.clone())),
+        coordinator: observed.coordinator.clone(),
+        rollout: observed.rollout.clone(),
         conditions,
     }
 }

@@ -17,7 +17,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, ResourceRequirements};
 
 use crate::crd::{
     BookStoreSpec, ConfigMapKey, MAX_DETECTION_MS, MAX_FAILURE_THRESHOLD,
-    MAX_HEARTBEAT_INTERVAL_MS, MAX_REPLICAS, MIN_HEARTBEAT_INTERVAL_MS, Replicas, Storage,
+    MAX_HEARTBEAT_INTERVAL_MS, MAX_REPLICAS, MIN_HEARTBEAT_INTERVAL_MS, MemberSpread, Replicas,
+    Storage,
 };
 
 /// The inventory of a store whose spec names none: the original's seven books.
@@ -85,6 +86,7 @@ pub struct ValidSpec {
     pub storage: Storage,
     pub resources: Option<ResourceRequirements>,
     pub annotate_pods: bool,
+    pub member_spread: MemberSpread,
     pub inventory_source: InventorySource,
 }
 
@@ -201,6 +203,7 @@ pub fn spec(spec: &BookStoreSpec) -> Result<ValidSpec, SpecProblems> {
         storage: spec.storage.clone(),
         resources: spec.resources.clone(),
         annotate_pods: spec.metrics.annotate_pods,
+        member_spread: spec.placement.member_spread,
         inventory_source,
     })
 }

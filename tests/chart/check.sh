@@ -412,7 +412,8 @@ can get secrets -n "$NS_STORES"; can create secrets -n "$NS_STORES"
 can create events.events.k8s.io -n "$NS_STORES"; can patch events.events.k8s.io -n "$NS_STORES"
 # Least privilege: what it must not do.
 cannot list secrets -A; cannot watch secrets -A; cannot delete secrets -n "$NS_STORES"
-cannot create pods -n "$NS_STORES"; cannot delete pods -n "$NS_STORES"
+# The rolling upgrade deletes one outdated member pod at a time (OnDelete).
+can delete pods -n "$NS_STORES"; cannot create pods -n "$NS_STORES"
 cannot patch bookstores.mybookstore.dev -n "$NS_STORES"; cannot delete bookstores.mybookstore.dev -n "$NS_STORES"
 cannot delete statefulsets.apps -n "$NS_STORES"; cannot delete persistentvolumeclaims -n "$NS_STORES"
 cannot get leases.coordination.k8s.io/other-lease -n "$NS"
@@ -420,7 +421,7 @@ cannot update leases.coordination.k8s.io/bookstore-operator-leader -n "$NS_STORE
 cannot create clusterroles.rbac.authorization.k8s.io; cannot get nodes
 # The coordinator's durable state (issue 10): a ConfigMap it replaces.
 can get configmaps -n "$NS_STORES"; can create configmaps -n "$NS_STORES"; can update configmaps -n "$NS_STORES"
-ok "the ServiceAccount may watch what the controller watches, and may not read every Secret, delete, or touch other Leases"
+ok "the ServiceAccount may watch what the controller watches and delete pods, and may not read every Secret, delete anything else, or touch other Leases"
 
 # The namespace-scoped install (another release, same namespaces): the same calls
 # in the watched namespace only, nothing cluster-wide.
@@ -435,7 +436,7 @@ for r in bookstores.mybookstore.dev statefulsets.apps deployments.apps services 
   [ "$(as_ns list "$r" -A)" = no ] || fail "namespace-scoped: the operator may list $r in every namespace"
   [ "$(as_ns list "$r" -n "$NS")" = no ] || fail "namespace-scoped: the operator may list $r in $NS, which it does not watch"
 done
-for check in "patch bookstores.mybookstore.dev --subresource=status" "create secrets" "patch pods" "update configmaps" "create events.events.k8s.io"; do
+for check in "patch bookstores.mybookstore.dev --subresource=status" "create secrets" "patch pods" "delete pods" "update configmaps" "create events.events.k8s.io"; do
   # shellcheck disable=SC2086 # the verb and resource are two words
   [ "$(as_ns $check -n "$NS_STORES")" = yes ] || fail "namespace-scoped: the operator may not $check in $NS_STORES"
 done

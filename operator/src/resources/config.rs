@@ -86,8 +86,10 @@ pub fn token_secret(metadata: ObjectMeta, token: &str) -> Secret {
     }
 }
 
-/// At most one member of a replicated tier down for voluntary disruptions
-/// (drains), so a drain never takes a tier's whole in-sync set at once.
+/// At most one pod of a tier down for voluntary disruptions (drains): a
+/// drain never takes a replicated tier's whole in-sync set at once (its
+/// members are Ready only in sync, so a resyncing one already counts as
+/// down), nor every frontend or cache pod.
 pub fn disruption_budget(
     names: &StoreNames,
     role: Role,

@@ -6,6 +6,8 @@ mod config;
 mod services;
 mod workloads;
 
+use std::collections::BTreeMap;
+
 use bookstore_core::cluster::Role;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -24,6 +26,10 @@ pub use config::{cluster_file, token_secret};
 pub struct Inputs {
     /// The coordinator URL the members of this store use.
     pub coordinator_url: String,
+    /// Pods each replicated tier keeps beyond its spec while the coordinator
+    /// still counts a member above the new count (a scale-down waits until
+    /// the member has left the in-sync set and the topology).
+    pub kept_members: BTreeMap<Role, u32>,
 }
 
 /// Every object of one store, in the order they are applied.
@@ -81,6 +87,15 @@ pub fn desired(store: &BookStore, valid: &ValidStore, inputs: &Inputs) -> Desire
         ));
     }
     for role in [Role::Frontend, Role::Cache] {
+        // A drain takes one pod of a tier at a time (a tier without pods,
+        // a cache of 0, needs no budget).
+        if valid.spec.replicas.of(role) > 0 {
+            objects.disruption_budgets.push(config::disruption_budget(
+                &names,
+                role,
+                meta(names.tier(role), names.tier_labels(role)),
+            ));
+        }
         objects.services.push(services::for_deployment(
             &names,
             role,

@@ -15,6 +15,7 @@ fn sample(spec: BookStoreSpec) -> BookStore {
 fn inputs() -> Inputs {
     Inputs {
         coordinator_url: "http://bookstore-operator.ops.svc:9100/stores/books/shop".into(),
+        kept_members: Default::default(),
     }
 }
 
@@ -40,7 +41,7 @@ fn a_default_store_has_every_object_owned_by_it() {
     assert_eq!(objects.stateful_sets.len(), 2);
     assert_eq!(objects.deployments.len(), 2);
     assert_eq!(objects.services.len(), 6);
-    assert_eq!(objects.disruption_budgets.len(), 2);
+    assert_eq!(objects.disruption_budgets.len(), 4, "one per tier");
     assert_eq!(objects.config_maps.len(), 1);
     let owners = objects
         .stateful_sets
@@ -105,6 +106,38 @@ fn replicated_tiers_are_statefulsets_with_volumes_and_hostname_ordinals() {
     let security = container.security_context.as_ref().expect("security");
     assert_eq!(security.read_only_root_filesystem, Some(true));
     assert!(container.readiness_probe.is_some() && container.liveness_probe.is_some());
+}
+
+fn probe_path(probe: Option<&k8s_openapi::api::core::v1::Probe>) -> Option<&str> {
+    probe?.http_get.as_ref()?.path.as_deref()
+}
+
+#[test]
+fn a_replicated_member_is_ready_only_while_it_serves_and_live_while_it_answers() {
+    let objects = build(BookStoreSpec::default());
+    for set in &objects.stateful_sets {
+        let pod = set.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let container = &pod.expect("a pod spec").containers[0];
+        assert_eq!(
+            probe_path(container.readiness_probe.as_ref()),
+            Some("/readyz")
+        );
+        assert_eq!(
+            probe_path(container.liveness_probe.as_ref()),
+            Some("/healthz")
+        );
+    }
+    for deployment in &objects.deployments {
+        let pod = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref());
+        let container = &pod.expect("a pod spec").containers[0];
+        assert_eq!(
+            probe_path(container.readiness_probe.as_ref()),
+            Some("/healthz")
+        );
+    }
 }
 
 #[test]
@@ -192,5 +225,126 @@ fn volumes_go_with_the_store_only_when_asked() {
             .expect("a retention policy");
         assert_eq!(retention.when_deleted.as_deref(), Some("Delete"));
         assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    }
+}
+
+#[test]
+fn the_operator_replaces_replicated_pods_itself_on_update() {
+    let objects = build(BookStoreSpec::default());
+    for set in &objects.stateful_sets {
+        let strategy = set.spec.as_ref().and_then(|s| s.update_strategy.as_ref());
+        assert_eq!(
+            strategy.and_then(|s| s.type_.as_deref()),
+            Some("OnDelete"),
+            "the rollout planner picks each pod, the primary last"
+        );
+    }
+}
+
+#[test]
+fn a_scale_down_keeps_the_pod_of_a_member_the_coordinator_still_counts() {
+    let spec = BookStoreSpec::default();
+    let store = valid(&spec, "init,1,3,10,t,a\n");
+    let replicas = |inputs: &Inputs| {
+        let built = desired(&sample(spec.clone()), &store, inputs);
+        built.stateful_sets[0]
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+    };
+    let mut kept = inputs();
+    assert_eq!(replicas(&kept), Some(2), "the spec's count");
+    kept.kept_members.insert(Role::Catalog, 3);
+    assert_eq!(replicas(&kept), Some(3), "member 2 has not left yet");
+    kept.kept_members.insert(Role::Catalog, 1);
+    assert_eq!(replicas(&kept), Some(2), "never below the spec");
+}
+
+#[test]
+fn replicated_members_prefer_separate_nodes_by_default() {
+    let objects = build(BookStoreSpec::default());
+    for set in &objects.stateful_sets {
+        let pod = set.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+        let anti = pod
+            .and_then(|p| p.affinity.as_ref())
+            .and_then(|a| a.pod_anti_affinity.as_ref())
+            .expect("anti-affinity");
+        let preferred = anti
+            .preferred_during_scheduling_ignored_during_execution
+            .as_ref()
+            .expect("preferred");
+        let term = &preferred[0].pod_affinity_term;
+        assert_eq!(term.topology_key, "kubernetes.io/hostname");
+        let selector = term
+            .label_selector
+            .as_ref()
+            .and_then(|s| s.match_labels.as_ref());
+        let component = selector.and_then(|l| l.get("app.kubernetes.io/component"));
+        assert_eq!(
+            component,
+            set.spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.as_ref())
+                .and_then(|l| l.get("app.kubernetes.io/component")),
+            "members of the same tier only"
+        );
+        assert!(
+            anti.required_during_scheduling_ignored_during_execution
+                .is_none()
+        );
+    }
+    for deployment in &objects.deployments {
+        let pod = deployment
+            .spec
+            .as_ref()
+            .and_then(|s| s.template.spec.as_ref());
+        assert!(pod.and_then(|p| p.affinity.as_ref()).is_none());
+    }
+}
+
+#[test]
+fn member_spread_can_be_required_or_switched_off() {
+    use crate::crd::{MemberSpread, Placement};
+    let affinity = |member_spread| {
+        let spec = BookStoreSpec {
+            placement: Placement { member_spread },
+            ..Default::default()
+        };
+        let objects = build(spec);
+        let pod = objects.stateful_sets[0]
+            .spec
+            .clone()
+            .and_then(|s| s.template.spec);
+        pod.and_then(|p| p.affinity)
+    };
+    let required = affinity(MemberSpread::Required)
+        .and_then(|a| a.pod_anti_affinity)
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution);
+    assert_eq!(required.map(|terms| terms.len()), Some(1));
+    assert!(affinity(MemberSpread::None).is_none());
+}
+
+#[test]
+fn every_tier_with_pods_has_a_disruption_budget_of_one() {
+    let spec = BookStoreSpec {
+        replicas: Replicas {
+            cache: 0,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let objects = build(spec);
+    let names: Vec<&str> = objects
+        .disruption_budgets
+        .iter()
+        .filter_map(|b| b.metadata.name.as_deref())
+        .collect();
+    assert_eq!(names, vec!["shop-catalog", "shop-order", "shop-frontend"]);
+    for budget in &objects.disruption_budgets {
+        let spec = budget.spec.as_ref().expect("a spec");
+        assert_eq!(
+            spec.max_unavailable,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
+        );
     }
 }

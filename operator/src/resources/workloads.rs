@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use bookstore_core::cluster::Role;
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
-    StatefulSetSpec,
+    StatefulSetSpec, StatefulSetUpdateStrategy,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
-    PersistentVolumeClaimSpec, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, SeccompProfile,
-    SecretVolumeSource, SecurityContext, Volume, VolumeMount, VolumeResourceRequirements,
+    Affinity, Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource,
+    EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim,
+    PersistentVolumeClaimSpec, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, SeccompProfile, SecretVolumeSource, SecurityContext, Volume,
+    VolumeMount, VolumeResourceRequirements, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -22,6 +23,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Inputs;
 use super::config::{CLUSTER_KEY, INVENTORY_KEY};
+use crate::crd::MemberSpread;
 use crate::names::{PEER_PORT, PUBLIC_PORT, StoreNames};
 use crate::validate::ValidStore;
 
@@ -61,10 +63,16 @@ pub fn stateful_set(
     StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {
-            replicas: Some(pod_count(store, role)),
+            replicas: Some(kept_pod_count(store, inputs, role)),
             service_name: Some(names.tier(role)),
             // Members start together: each waits for its own resync anyway.
             pod_management_policy: Some("Parallel".to_owned()),
+            // The operator replaces the pods itself, replicas first and the
+            // primary last after a switchover (crate::rollout).
+            update_strategy: Some(StatefulSetUpdateStrategy {
+                type_: Some("OnDelete".to_owned()),
+                rolling_update: None,
+            }),
             selector: LabelSelector {
                 match_labels: Some(names.selector(role)),
                 ..Default::default()
@@ -91,6 +99,13 @@ fn claim_policy(delete: bool) -> String {
 /// The tier's count as a workload's `replicas` (at most `MAX_REPLICAS`).
 fn pod_count(store: &ValidStore, role: Role) -> i32 {
     i32::try_from(store.spec.replicas.of(role)).unwrap_or(i32::MAX)
+}
+
+/// A replicated tier's pods: its spec's count, or more while the coordinator
+/// still has a member above it (scale-down: the topology first, then the pod).
+fn kept_pod_count(store: &ValidStore, inputs: &Inputs, role: Role) -> i32 {
+    let kept = inputs.kept_members.get(&role).copied().unwrap_or(0);
+    pod_count(store, role).max(i32::try_from(kept).unwrap_or(i32::MAX))
 }
 
 pub fn deployment(
@@ -183,9 +198,47 @@ fn pod_template(
                 ..Default::default()
             }),
             termination_grace_period_seconds: Some(10),
+            affinity: member_spread(names, store.spec.member_spread, role),
             ..Default::default()
         }),
     }
+}
+
+/// Pod anti-affinity that spreads a replicated tier's members across nodes
+/// (one node's loss then takes at most one copy of the tier's data); the
+/// stateless tiers go where the scheduler likes.
+fn member_spread(names: &StoreNames, spread: MemberSpread, role: Role) -> Option<Affinity> {
+    if !role.is_replicated() {
+        return None;
+    }
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_labels: Some(names.selector(role)),
+            ..Default::default()
+        }),
+        topology_key: "kubernetes.io/hostname".to_owned(),
+        ..Default::default()
+    };
+    let anti_affinity = match spread {
+        MemberSpread::None => return None,
+        MemberSpread::Preferred => PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: term,
+                },
+            ]),
+            ..Default::default()
+        },
+        MemberSpread::Required => PodAntiAffinity {
+            required_during_scheduling_ignored_during_execution: Some(vec![term]),
+            ..Default::default()
+        },
+    };
+    Some(Affinity {
+        pod_anti_affinity: Some(anti_affinity),
+        ..Default::default()
+    })
 }
 
 fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
@@ -217,13 +270,13 @@ fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
     if spec.replicas.cache == 0 {
         args.push("--no-cache".to_owned());
     }
-    let probe = |path: &str, failure_threshold| Probe {
+    let probe = |path: &str, period_seconds, failure_threshold| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),
             port: IntOrString::Int(PUBLIC_PORT),
             ..Default::default()
         }),
-        period_seconds: Some(2),
+        period_seconds: Some(period_seconds),
         timeout_seconds: Some(1),
         failure_threshold: Some(failure_threshold),
         ..Default::default()
@@ -263,12 +316,12 @@ fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
                 ..Default::default()
             },
         ]),
-        // Readiness is "the process serves" (/healthz): a replicated member
-        // that is resyncing is still a live member the coordinator must see;
-        // whether it is in sync is the coordinator's business, not the
-        // kubelet's.
-        readiness_probe: Some(probe("/healthz", 1)),
-        liveness_probe: Some(probe("/healthz", 5)),
+        // A replicated member is Ready only while it serves (primary, or in
+        // the in-sync set: its /readyz), so a rollout or a drain never counts
+        // a resyncing member as available. Liveness stays "the process
+        // answers" (/healthz): a resync is not a reason to restart it.
+        readiness_probe: Some(probe(readiness_path(role), READINESS_PERIOD_SECONDS, 1)),
+        liveness_probe: Some(probe("/healthz", LIVENESS_PERIOD_SECONDS, 5)),
         resources: spec.resources.clone(),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -300,6 +353,24 @@ fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
             },
         ]),
         ..Default::default()
+    }
+}
+
+/// How often the kubelet asks whether a pod serves: a member admitted to
+/// the in-sync set counts as available within about this.
+const READINESS_PERIOD_SECONDS: i32 = 1;
+/// How often the kubelet asks whether the process answers at all (five
+/// misses restart it).
+const LIVENESS_PERIOD_SECONDS: i32 = 2;
+
+/// Where the kubelet asks whether a pod serves: a replicated member's
+/// `/readyz` answers 200 only while it is primary or an in-sync replica;
+/// the stateless tiers serve as soon as they answer.
+fn readiness_path(role: Role) -> &'static str {
+    if role.is_replicated() {
+        "/readyz"
+    } else {
+        "/healthz"
     }
 }
 

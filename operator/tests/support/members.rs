@@ -187,12 +187,7 @@ async fn admit_learners(
     state: &MemberState,
     topology: &Topology,
 ) {
-    let in_sync: Vec<u32> = topology
-        .members
-        .iter()
-        .filter(|m| m.in_sync)
-        .map(|m| m.ordinal)
-        .collect();
+    let in_sync = topology.in_sync_ordinals();
     let Some(learner) = topology.members.iter().find(|m| m.live && !m.in_sync) else {
         return;
     };

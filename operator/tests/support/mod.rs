@@ -76,6 +76,14 @@ pub fn kubectl(cluster: &Cluster, args: &[&str]) -> std::process::Output {
 
 /// Plays the kubelet: sets a pod's Ready condition.
 pub async fn set_ready(pods: &Api<Pod>, name: &str, ready: bool) {
+    try_set_ready(pods, name, ready)
+        .await
+        .unwrap_or_else(|error| panic!("cannot set pod {name} ready={ready}: {error}"));
+}
+
+/// Plays the kubelet: sets a pod running, Ready or not; fails if the pod
+/// cannot be patched (it may have gone meanwhile).
+pub async fn try_set_ready(pods: &Api<Pod>, name: &str, ready: bool) -> Result<(), kube::Error> {
     let status = if ready { "True" } else { "False" };
     let now = k8s_openapi::jiff::Timestamp::now().to_string();
     let patch = json!({"status": {
@@ -88,7 +96,7 @@ pub async fn set_ready(pods: &Api<Pod>, name: &str, ready: bool) {
     }});
     pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
-        .unwrap_or_else(|error| panic!("cannot set pod {name} ready={ready}: {error}"));
+        .map(|_| ())
 }
 
 /// One `bookstore-operator run` process; killed with SIGKILL on drop.

@@ -303,7 +303,7 @@ async fn supervise(
                 // A dead member is down now, not after missed heartbeats:
                 // a primary that died fails over at once.
                 if child.member.role.is_replicated() {
-                    coordinator.mark_down(child.member.role, child.member.ordinal).await;
+                    coordinator.mark_down(child.member.role, child.member.ordinal, "process exited", std::time::Instant::now()).await;
                 }
                 eprintln!("{} (pid {pid}) exited: {status}; restarting in {backoff:?}", child.name);
                 tokio::select! {

@@ -11,10 +11,23 @@
 //!    for it rather than elect a member that lacks them.
 //! 2. The primary asks to add a learner it has brought up to date, or to drop
 //!    a replica that stopped answering ([`Coordinator::alter_in_sync`]).
+//!    A member its driver marked down ([`Coordinator::mark_down`]: its pod is
+//!    going away, its process exited) stays down until it has rejoined: a
+//!    heartbeat from a new incarnation, or the primary admitting it after a
+//!    completed resync. Heartbeats of the incarnation that was marked down do
+//!    not revive it, so a terminating pod can never bounce the primary.
 //! 3. The rule ([`crate::rule::choose_primary`]) picks a different primary:
-//!    the lowest live in-sync ordinal. Every other member then leaves the
+//!    the lowest live in-sync ordinal, or, while a planned switchover asks for
+//!    an in-sync member ([`Coordinator::switch_over`]), that member. Every other member then leaves the
 //!    in-sync set and resyncs from the new primary, so no replica ever keeps
 //!    a write the new primary does not have.
+//!
+//! Its settings (heartbeat interval, miss threshold, members per tier) can
+//! change while it runs ([`Coordinator::reconfigure`]): nothing it knows is
+//! reset, so epochs go on rising. A scale-down removes the members above the
+//! new count from the in-sync set and the topology at once (their driver
+//! shrinks the workload after that, [`Coordinator::kept_members`]); the
+//! primary, or the last in-sync member, is kept until it no longer is.
 //!
 //! What it must never forget (the epoch, the primary and the in-sync set,
 //! [`durable::TierRecord`]) its driver saves before it publishes a topology
@@ -35,7 +48,8 @@ use std::time::{Duration, Instant};
 use bookstore_core::cluster::{Ordinal, Role};
 use serde::{Deserialize, Serialize};
 
-use crate::rule::{Candidate, choose_primary};
+use crate::rule::Candidate;
+use crate::switchover::{self, SwitchoverRefused};
 use crate::topology::{AlterInSync, Epoch, Heartbeat, LogIndex, Phase, Topology, TopologyMember};
 use durable::{DurableState, TierRecord};
 
@@ -47,7 +61,7 @@ pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 pub const DEFAULT_MISS_THRESHOLD: u32 = 3;
 
 /// The coordinator's settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CoordinatorConfig {
     pub heartbeat_interval: Duration,
     pub miss_threshold: u32,
@@ -117,6 +131,15 @@ struct MemberRecord {
     last_seen: Instant,
     applied: LogIndex,
     data_epoch: Epoch,
+    /// Marked down by the driver, with the cause it saw (pod deleted,
+    /// process exited); sticky for this incarnation until the primary admits
+    /// it again after a resync.
+    down_cause: Option<String>,
+    /// Why the driver last thought it unresponsive (not sticky: its next
+    /// heartbeat clears it).
+    suspect_cause: Option<String>,
+    /// When this incarnation was first heard from.
+    first_heard: Instant,
 }
 
 /// How a tier's coordinator came by its knowledge of the tier.
@@ -145,6 +168,8 @@ struct TierState {
     /// A change was decided while the tier withheld its topology (see
     /// [`TierState::withholding`]); it is published when that ends.
     held_back: bool,
+    /// The member a planned switchover asks for, while it asks.
+    preferred: Option<Ordinal>,
 }
 
 /// The coordinator of every replicated tier of one store.
@@ -182,6 +207,7 @@ impl Coordinator {
                     members: BTreeMap::new(),
                     memory: Memory::Bootstrapping,
                     held_back: false,
+                    preferred: None,
                 };
                 match durable.get(&tier) {
                     Some(record) if !record.in_sync.is_empty() => {
@@ -200,6 +226,51 @@ impl Coordinator {
 
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    /// The members each tier expects, as configured now.
+    pub fn expected_members(&self) -> Vec<(Role, usize)> {
+        self.tiers
+            .values()
+            .map(|state| (state.tier, state.expected_members))
+            .collect()
+    }
+
+    /// Takes new settings: the heartbeat settings apply from now on; each
+    /// tier expects its new member count, and members at or above it leave
+    /// the in-sync set and the topology (a scale-down), except the primary
+    /// and the last in-sync member, which are kept until they no longer are.
+    /// Returns the changes it caused; nothing else is reset.
+    pub fn reconfigure(
+        &mut self,
+        config: CoordinatorConfig,
+        tiers: &[(Role, usize)],
+        now: Instant,
+    ) -> Vec<Published> {
+        self.config = config;
+        let timeout = config.liveness_timeout();
+        for &(tier, expected) in tiers {
+            if let Some(state) = self.tiers.get_mut(&tier) {
+                state.expected_members = expected;
+            }
+        }
+        self.tiers
+            .values_mut()
+            .filter_map(|state| state.settle(now, timeout, Vec::new()))
+            .collect()
+    }
+
+    /// How many pods `tier` must keep: its expected members, or more while a
+    /// member above that count is still in its topology (the primary or the
+    /// last in-sync member of a scale-down).
+    pub fn kept_members(&self, tier: Role) -> Option<usize> {
+        let state = self.tiers.get(&tier)?;
+        let highest = state
+            .members
+            .keys()
+            .next_back()
+            .map_or(0, |&o| o as usize + 1);
+        Some(state.expected_members.max(highest))
     }
 
     /// What must be saved before the current topologies are published.
@@ -278,6 +349,11 @@ impl Coordinator {
         let state = self.tiers.get_mut(&heartbeat.tier)?;
         let mut reasons = Vec::new();
         let ordinal = heartbeat.ordinal;
+        // A member removed by a scale-down (its pod is terminating) is not
+        // taken back.
+        if !state.is_expected(ordinal) {
+            return None;
+        }
         let restarted = state
             .members
             .get(&ordinal)
@@ -302,6 +378,13 @@ impl Coordinator {
         // Epochs only rise: never publish one a member has already seen (a
         // coordinator that lost its durable state learns them from here).
         state.epoch = state.epoch.max(heartbeat.epoch).max(heartbeat.data_epoch);
+        // Down stays down for the incarnation that was marked down.
+        let same = state
+            .members
+            .get(&ordinal)
+            .filter(|m| m.incarnation == heartbeat.incarnation);
+        let down_cause = same.and_then(|m| m.down_cause.clone());
+        let first_heard = same.map_or(now, |m| m.first_heard);
         state.members.insert(
             ordinal,
             MemberRecord {
@@ -311,24 +394,96 @@ impl Coordinator {
                 last_seen: now,
                 applied: heartbeat.applied,
                 data_epoch: heartbeat.data_epoch,
+                down_cause,
+                suspect_cause: None,
+                first_heard,
             },
         );
         state.settle(now, timeout, reasons)
     }
 
-    /// Marks a member down at once (its pod was deleted or is not Ready, or
-    /// its process exited), so failover need not wait for missed heartbeats;
-    /// its next heartbeat, if any, brings it back.
-    pub fn mark_down(&mut self, tier: Role, ordinal: Ordinal, now: Instant) -> Option<Published> {
+    /// Marks a member down at once (its pod is gone or being deleted, or its
+    /// process exited), so failover need not wait for missed heartbeats. It
+    /// stays down until it rejoins: a heartbeat from a new incarnation, or the
+    /// primary admitting it after a resync; heartbeats of this incarnation
+    /// (a terminating pod still talks) keep it down. `cause` says what the
+    /// driver saw, for the change's reason ("pod is being deleted");
+    /// `observed_at` is when it saw it: an incarnation first heard after that
+    /// is a newer process than the one seen down, and is left alone.
+    pub fn mark_down(
+        &mut self,
+        tier: Role,
+        ordinal: Ordinal,
+        cause: &str,
+        observed_at: Instant,
+        now: Instant,
+    ) -> Option<Published> {
+        let timeout = self.config.liveness_timeout();
+        let state = self.tiers.get_mut(&tier)?;
+        let member = state.members.get_mut(&ordinal)?;
+        if member.down_cause.is_some() || member.first_heard > observed_at {
+            return None;
+        }
+        member.down_cause = Some(cause.to_owned());
+        state.settle(now, timeout, Vec::new())
+    }
+
+    /// Treats a member as silent now (its pod's container is not running:
+    /// a status that may lag behind a process that just started), so
+    /// failover need not wait for missed heartbeats; unlike
+    /// [`Self::mark_down`] its next heartbeat brings it back.
+    pub fn mark_unresponsive(
+        &mut self,
+        tier: Role,
+        ordinal: Ordinal,
+        cause: &str,
+        now: Instant,
+    ) -> Option<Published> {
         let timeout = self.config.liveness_timeout();
         let state = self.tiers.get_mut(&tier)?;
         let member = state.members.get_mut(&ordinal)?;
         let long_ago = now.checked_sub(timeout + Duration::from_secs(1))?;
-        if member.last_seen <= long_ago {
+        if member.down_cause.is_some() || member.last_seen <= long_ago {
             return None;
         }
         member.last_seen = long_ago;
+        member.suspect_cause = Some(cause.to_owned());
         state.settle(now, timeout, Vec::new())
+    }
+
+    /// Whether the driver marked `ordinal` down and it has not rejoined.
+    pub fn is_marked_down(&self, tier: Role, ordinal: Ordinal) -> bool {
+        self.tiers
+            .get(&tier)
+            .and_then(|state| state.members.get(&ordinal))
+            .is_some_and(|m| m.down_cause.is_some())
+    }
+
+    /// A planned switchover: while `target` is `Some`, the rule prefers that
+    /// member whenever it is healthy, so the primary moves to it now by a
+    /// clean handover (one new epoch; the old primary stops taking writes);
+    /// `None` ends the request and the plain rule applies again. Refused,
+    /// and nothing changed, unless the target is live and in sync.
+    pub fn switch_over(
+        &mut self,
+        tier: Role,
+        target: Option<Ordinal>,
+        now: Instant,
+    ) -> Result<Option<Published>, SwitchoverRefused> {
+        let timeout = self.config.liveness_timeout();
+        let Some(state) = self.tiers.get_mut(&tier) else {
+            return Ok(None);
+        };
+        if let Some(target) = target {
+            switchover::check(&state.candidates(now, timeout), state.primary, target)?;
+        }
+        state.preferred = target;
+        Ok(state.settle(now, timeout, Vec::new()))
+    }
+
+    /// The member a switchover asks for in `tier`, if any.
+    pub fn switchover_target(&self, tier: Role) -> Option<Ordinal> {
+        self.tiers.get(&tier).and_then(|state| state.preferred)
     }
 
     /// Expires silent members and re-applies the rule; call it a few times
@@ -378,9 +533,12 @@ impl Coordinator {
             return Err(AlterError::MissingPrimary);
         }
         let current: BTreeSet<Ordinal> = state.in_sync.keys().copied().collect();
+        // A member marked down may be admitted if it is heard from: the
+        // primary has just brought it up to date (a completed resync), which
+        // is how it rejoins without restarting.
         if let Some(&added) = wanted
             .difference(&current)
-            .find(|&&o| !state.is_live(o, now, timeout))
+            .find(|&&o| !state.is_heard(o, now, timeout))
         {
             return Err(AlterError::NotLive(added));
         }
@@ -390,6 +548,11 @@ impl Coordinator {
             .find(|&(&o, &incarnation)| state.incarnation_of(o) != incarnation)
         {
             return Err(AlterError::Restarted(added));
+        }
+        for ordinal in wanted.difference(&current) {
+            if let Some(member) = state.members.get_mut(ordinal) {
+                member.down_cause = None;
+            }
         }
         let reason = describe_in_sync_change(state.tier, &current, &wanted);
         state.in_sync = wanted
@@ -422,11 +585,63 @@ impl TierState {
         }
     }
 
+    /// Below the expected count, or still kept (see [`Self::remove_scaled_down`]).
+    fn is_expected(&self, ordinal: Ordinal) -> bool {
+        (ordinal as usize) < self.expected_members || self.members.contains_key(&ordinal)
+    }
+
+    /// Removes the members at or above the expected count from the in-sync
+    /// set and the topology, but never the primary, nor the last in-sync
+    /// member (it holds the only copy of the latest acknowledged writes).
+    fn remove_scaled_down(&mut self) -> Vec<String> {
+        let above: Vec<Ordinal> = self
+            .members
+            .keys()
+            .chain(self.in_sync.keys())
+            .copied()
+            .filter(|&o| o as usize >= self.expected_members)
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        let mut reasons = Vec::new();
+        for ordinal in above {
+            let last_in_sync = self.in_sync.len() == 1 && self.in_sync.contains_key(&ordinal);
+            if self.primary == Some(ordinal) || last_in_sync {
+                continue;
+            }
+            self.members.remove(&ordinal);
+            self.in_sync.remove(&ordinal);
+            reasons.push(format!(
+                "{}-{ordinal} removed: the tier is scaled down to {} members",
+                self.tier, self.expected_members
+            ));
+        }
+        reasons
+    }
+
     fn incarnation_of(&self, ordinal: Ordinal) -> u64 {
         self.members.get(&ordinal).map_or(0, |m| m.incarnation)
     }
 
+    /// Heard from within the liveness timeout and not marked down.
     fn is_live(&self, ordinal: Ordinal, now: Instant, timeout: Duration) -> bool {
+        self.members
+            .get(&ordinal)
+            .is_some_and(|m| m.down_cause.is_none() && now.duration_since(m.last_seen) <= timeout)
+    }
+
+    /// How a member that is not live was found down, in words.
+    fn why_down(&self, ordinal: Ordinal) -> String {
+        let member = self.members.get(&ordinal);
+        match member.and_then(|m| m.down_cause.as_deref().or(m.suspect_cause.as_deref())) {
+            Some(cause) => format!("is down ({cause})"),
+            None => "stopped heartbeating".to_owned(),
+        }
+    }
+
+    /// Heard from within the liveness timeout, marked down or not.
+    fn is_heard(&self, ordinal: Ordinal, now: Instant, timeout: Duration) -> bool {
         self.members
             .get(&ordinal)
             .is_some_and(|m| now.duration_since(m.last_seen) <= timeout)
@@ -477,6 +692,7 @@ impl TierState {
         timeout: Duration,
         mut reasons: Vec<String>,
     ) -> Option<Published> {
+        reasons.extend(self.remove_scaled_down());
         self.end_resume_if_due(now);
         if self.held_back && !self.withholding() {
             // Members may hold a topology pushed before the restart that the
@@ -517,9 +733,12 @@ impl TierState {
                     .filter(|&o| !self.is_live(o, now, timeout))
                     .collect();
                 for ordinal in silent {
-                    self.leave_in_sync(ordinal, "stopped heartbeating", &mut reasons);
+                    let why = self.why_down(ordinal);
+                    self.leave_in_sync(ordinal, &why, &mut reasons);
                 }
                 change = self.apply_rule(now, timeout, &mut reasons);
+                // A primary kept through a scale-down may just have moved.
+                reasons.extend(self.remove_scaled_down());
             }
         }
         if reasons.is_empty() {
@@ -540,40 +759,51 @@ impl TierState {
         })
     }
 
-    /// Elects the lowest live in-sync member if that is not the primary.
-    fn apply_rule(
-        &mut self,
-        now: Instant,
-        timeout: Duration,
-        reasons: &mut Vec<String>,
-    ) -> PrimaryChange {
-        let candidates: Vec<Candidate> = self
-            .members
+    fn candidates(&self, now: Instant, timeout: Duration) -> Vec<Candidate> {
+        self.members
             .keys()
             .map(|&ordinal| Candidate {
                 ordinal,
                 live: self.is_live(ordinal, now, timeout),
                 in_sync: self.in_sync.contains_key(&ordinal),
             })
-            .collect();
-        let desired = choose_primary(&candidates);
+            .collect()
+    }
+
+    /// Elects the lowest live in-sync member (or the one a switchover asks
+    /// for) if that is not the primary.
+    fn apply_rule(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        reasons: &mut Vec<String>,
+    ) -> PrimaryChange {
+        let desired =
+            switchover::choose_primary_preferring(&self.candidates(now, timeout), self.preferred);
         let previous = self.primary;
         if desired == previous {
             return PrimaryChange::default();
         }
         let failover = previous
             .is_some_and(|p| !self.is_live(p, now, timeout) || !self.in_sync.contains_key(&p));
+        let by_switchover = !failover && previous.is_some() && desired == self.preferred;
         // A new primary starts a new lineage: everyone else resyncs. With no
         // healthy member, the in-sync set stays: the tier waits for it.
         if let Some(new) = desired {
             self.in_sync = BTreeMap::from([(new, self.incarnation_of(new))]);
         }
         reasons.push(match (previous, desired) {
+            (Some(old), Some(new)) if by_switchover => format!(
+                "{} primary moved from {old} to {new} by switchover",
+                self.tier
+            ),
             (Some(old), Some(new)) => format!("{} primary moved from {old} to {new}", self.tier),
             (None, Some(new)) => format!("{} primary is {new}", self.tier),
             (Some(old), None) => format!(
-                "{} lost its primary {old}; no in-sync member is live",
-                self.tier
+                "{} lost its primary {old} ({}-{old} {}); no in-sync member is live",
+                self.tier,
+                self.tier,
+                self.why_down(old)
             ),
             (None, None) => format!("{} has no primary", self.tier),
         });

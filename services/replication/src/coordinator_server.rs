@@ -29,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::coordinator::durable::{DurableError, DurableState, DurableStore};
 use crate::coordinator::{AlterError, Coordinator, CoordinatorConfig, Published, TierStatus};
+use crate::switchover::SwitchoverRefused;
 use crate::topology::{AlterInSync, Epoch, Heartbeat, Topology};
 
 /// How long a topology push may take; a member that misses one learns the
@@ -88,7 +89,6 @@ impl Transition {
 pub struct CoordinatorServer {
     guarded: Arc<tokio::sync::Mutex<Guarded>>,
     durable: Arc<dyn DurableStore>,
-    config: CoordinatorConfig,
     /// Peer addresses that get every tier's topology; the operator replaces
     /// them as frontend pods come and go.
     subscribers: Arc<std::sync::RwLock<Vec<String>>>,
@@ -222,7 +222,6 @@ impl CoordinatorServer {
         Ok(Self {
             guarded: Arc::new(tokio::sync::Mutex::new(Guarded { coordinator, saved })),
             durable: setup.durable,
-            config: setup.config,
             subscribers: Arc::new(std::sync::RwLock::new(setup.subscribers)),
             pusher: PeerClient::with_timeout(token, metrics.clone(), PUSH_TIMEOUT),
             metrics: coordinator_metrics,
@@ -302,13 +301,89 @@ impl CoordinatorServer {
         }
     }
 
-    /// Marks a member down now (its pod is gone or not Ready, or its
-    /// process exited).
-    pub async fn mark_down(&self, tier: Role, ordinal: bookstore_core::cluster::Ordinal) {
+    /// Marks a member down now, until it rejoins (its pod is gone or being
+    /// deleted, or its process exited, as seen at `observed_at`); see
+    /// [`Coordinator::mark_down`].
+    pub async fn mark_down(
+        &self,
+        tier: Role,
+        ordinal: bookstore_core::cluster::Ordinal,
+        cause: &str,
+        observed_at: Instant,
+    ) {
         let mut guarded = self.guarded.lock().await;
-        let change = guarded.coordinator.mark_down(tier, ordinal, Instant::now());
+        let change =
+            guarded
+                .coordinator
+                .mark_down(tier, ordinal, cause, observed_at, Instant::now());
         self.commit(&mut guarded, change.into_iter().collect())
             .await;
+    }
+
+    /// Treats a member as silent now, until its next heartbeat (its pod's
+    /// container is not running); see [`Coordinator::mark_unresponsive`].
+    pub async fn mark_unresponsive(
+        &self,
+        tier: Role,
+        ordinal: bookstore_core::cluster::Ordinal,
+        cause: &str,
+    ) {
+        let mut guarded = self.guarded.lock().await;
+        let change = guarded
+            .coordinator
+            .mark_unresponsive(tier, ordinal, cause, Instant::now());
+        self.commit(&mut guarded, change.into_iter().collect())
+            .await;
+    }
+
+    /// Takes new settings (the spec changed) without a restart: see
+    /// [`Coordinator::reconfigure`]; the changes are saved and published.
+    pub async fn reconfigure(&self, config: CoordinatorConfig, tiers: &[(Role, usize)]) {
+        let mut guarded = self.guarded.lock().await;
+        let changes = guarded
+            .coordinator
+            .reconfigure(config, tiers, Instant::now());
+        self.commit(&mut guarded, changes).await;
+        tracing::info!(store = %self.store, heartbeat_interval = ?config.heartbeat_interval, miss_threshold = config.miss_threshold, ?tiers, "coordinator settings in force");
+    }
+
+    /// A planned switchover of `tier` to `target` (`None`: end the request);
+    /// see [`Coordinator::switch_over`]. The handover is saved and published.
+    pub async fn switch_over(
+        &self,
+        tier: Role,
+        target: Option<bookstore_core::cluster::Ordinal>,
+    ) -> Result<(), SwitchoverRefused> {
+        let mut guarded = self.guarded.lock().await;
+        let change = guarded
+            .coordinator
+            .switch_over(tier, target, Instant::now())?;
+        self.commit(&mut guarded, change.into_iter().collect())
+            .await;
+        Ok(())
+    }
+
+    /// The member a switchover asks for in `tier`, if any.
+    pub async fn switchover_target(&self, tier: Role) -> Option<bookstore_core::cluster::Ordinal> {
+        self.guarded
+            .lock()
+            .await
+            .coordinator
+            .switchover_target(tier)
+    }
+
+    /// The settings in force: heartbeat settings and members per tier.
+    pub async fn settings(&self) -> (CoordinatorConfig, Vec<(Role, usize)>) {
+        let guarded = self.guarded.lock().await;
+        (
+            *guarded.coordinator.config(),
+            guarded.coordinator.expected_members(),
+        )
+    }
+
+    /// How many pods `tier` must keep (see [`Coordinator::kept_members`]).
+    pub async fn kept_members(&self, tier: Role) -> Option<usize> {
+        self.guarded.lock().await.coordinator.kept_members(tier)
     }
 
     /// The current topology of every tier.
@@ -353,12 +428,18 @@ impl CoordinatorServer {
 
     /// Expires silent members a few times per heartbeat interval, forever,
     /// and logs when a tier starts or stops waiting.
+    /// The tick follows the heartbeat interval in force.
     pub async fn run_ticks(self) {
-        let mut ticker = tokio::time::interval(self.config.heartbeat_interval / 4);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut waiting: BTreeMap<Role, Option<String>> = BTreeMap::new();
         loop {
-            ticker.tick().await;
+            let interval = self
+                .guarded
+                .lock()
+                .await
+                .coordinator
+                .config()
+                .heartbeat_interval;
+            tokio::time::sleep(interval / 4).await;
             let mut guarded = self.guarded.lock().await;
             let now = Instant::now();
             let changes = guarded.coordinator.tick(now);
@@ -390,8 +471,9 @@ impl CoordinatorServer {
             }
             guarded.saved = state;
         }
+        let silent_for = guarded.coordinator.config().liveness_timeout();
         for change in changes {
-            self.publish(change);
+            self.publish(change, silent_for);
         }
         true
     }
@@ -418,8 +500,9 @@ impl CoordinatorServer {
         guarded.coordinator.roll_back(&saved);
     }
 
-    /// Logs, counts and pushes a topology change.
-    fn publish(&self, change: Published) {
+    /// Logs, counts and pushes a topology change; `silent_for` is how long
+    /// a lost primary had been silent (the liveness timeout in force).
+    fn publish(&self, change: Published, silent_for: Duration) {
         let topology = &change.topology;
         let tier = topology.tier.as_str();
         let store = &*self.store;
@@ -446,7 +529,6 @@ impl CoordinatorServer {
                 .failovers
                 .with_label_values(&[store, tier])
                 .inc();
-            let silent_for = self.config.liveness_timeout();
             self.metrics
                 .failover_seconds
                 .with_label_values(&[store, tier])

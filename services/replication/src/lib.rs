@@ -4,6 +4,7 @@
 //! - [`topology`]: what the coordinator and the members tell each other.
 //! - [`coordinator`]: liveness, the in-sync set and epochs, free of I/O.
 //! - [`coordinator_server`]: the coordinator served over HTTP (`bookstore up`).
+//! - [`switchover`]: the rules of a planned switchover, pure functions.
 //! - [`store`]: the embedded database (SQLite in WAL mode) a member keeps.
 //! - [`node`]: a replicated member: group commit, replication, resync, fencing.
 //! - [`sim`]: a deterministic simulation of a whole tier over the pure cores.
@@ -15,4 +16,5 @@ pub mod node;
 pub mod rule;
 pub mod sim;
 pub mod store;
+pub mod switchover;
 pub mod topology;

@@ -19,6 +19,14 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    pub const fn new(ordinal: Ordinal, live: bool, in_sync: bool) -> Self {
+        Self {
+            ordinal,
+            live,
+            in_sync,
+        }
+    }
+
     pub fn is_healthy(&self) -> bool {
         self.live && self.in_sync
     }

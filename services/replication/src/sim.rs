@@ -269,6 +269,9 @@ enum Msg {
     },
     MarkDown {
         ordinal: Ordinal,
+        /// When `up` saw the process exit: a message that arrives late must
+        /// not mark down the process that replaced it.
+        observed_at: Instant,
     },
     BuyRequest {
         attempt: u64,
@@ -854,8 +857,13 @@ impl Sim {
                 };
                 self.send(Addr::Coordinator, from, Msg::AlterAnswer { call, answer });
             }
-            Msg::MarkDown { ordinal } => {
-                let change = c.coordinator.mark_down(TIER, ordinal, now);
+            Msg::MarkDown {
+                ordinal,
+                observed_at,
+            } => {
+                let change =
+                    c.coordinator
+                        .mark_down(TIER, ordinal, "process exited", observed_at, now);
                 self.publish(change.into_iter().collect());
             }
             _ => {}
@@ -920,10 +928,14 @@ impl Sim {
         self.log(format!("CRASH member {ordinal} ({why})"));
         self.lose_in_flight(Addr::Member(ordinal));
         // `bookstore up` sees its child exit and marks it down at once.
+        let observed_at = self.instant();
         self.send(
             Addr::Member(ordinal),
             Addr::Coordinator,
-            Msg::MarkDown { ordinal },
+            Msg::MarkDown {
+                ordinal,
+                observed_at,
+            },
         );
         let after = 100 + self.rng.u64(..3000);
         self.schedule(after, Event::RestartMember { ordinal });

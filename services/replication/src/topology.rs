@@ -61,6 +61,15 @@ impl Topology {
         self.primary.and_then(|p| self.member(p))
     }
 
+    /// The ordinals of the in-sync set, lowest first.
+    pub fn in_sync_ordinals(&self) -> Vec<Ordinal> {
+        self.members
+            .iter()
+            .filter(|m| m.in_sync)
+            .map(|m| m.ordinal)
+            .collect()
+    }
+
     pub fn is_in_sync(&self, ordinal: Ordinal) -> bool {
         self.member(ordinal).is_some_and(|m| m.in_sync)
     }

@@ -82,3 +82,8 @@ fn a_restarted_learner_was_added_to_the_in_sync_set_seed_4240() {
 fn a_learner_in_doubt_that_missed_a_batch_was_admitted_seed_6149() {
     check(6149);
 }
+
+#[test]
+fn a_late_mark_down_of_a_crashed_process_marked_its_restarted_successor_down_seed_44() {
+    check(44);
+}

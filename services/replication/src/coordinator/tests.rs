@@ -303,17 +303,151 @@ fn adding_a_silent_member_is_refused() {
 #[test]
 fn a_member_marked_down_fails_over_without_waiting_for_heartbeats() {
     let mut s = Scenario::healthy_pair();
-    let published = s.coordinator.mark_down(TIER, 0, s.now).expect("a change");
+    let published = s
+        .coordinator
+        .mark_down(TIER, 0, "pod deleted", s.now, s.now)
+        .expect("a change");
     assert!(published.failover);
+    assert!(
+        published.reason.contains("catalog-0 is down (pod deleted)"),
+        "the cause as detected: {}",
+        published.reason
+    );
     assert_eq!(published.topology.primary, Some(1));
     assert!(
-        s.coordinator.mark_down(TIER, 0, s.now).is_none(),
+        s.coordinator
+            .mark_down(TIER, 0, "pod deleted", s.now, s.now)
+            .is_none(),
         "already down"
     );
-    // Heartbeats bring it back as live (but not in sync: it must resync).
-    s.beat(0, 100, Phase::Joining);
+    // A new incarnation has rejoined: live again (but not in sync: it must
+    // resync).
+    s.beat(0, 101, Phase::Joining);
     assert_eq!(s.topology().primary, Some(1));
     assert!(s.topology().member(0).expect("member").live);
+    assert!(!s.coordinator.is_marked_down(TIER, 0));
+}
+
+#[test]
+fn a_member_marked_down_stays_down_while_the_same_incarnation_heartbeats() {
+    let mut s = Scenario::healthy_pair();
+    s.coordinator
+        .mark_down(TIER, 1, "pod deleted", s.now, s.now)
+        .expect("1 leaves");
+    // A terminating pod keeps heartbeating for its grace period.
+    let changes = s.run_for(
+        Duration::from_secs(10),
+        &[(0, 100, Phase::Leading), (1, 200, Phase::Following)],
+    );
+    assert!(changes.is_empty(), "nothing changes: {changes:?}");
+    let member = s.topology().member(1).cloned().expect("member");
+    assert!(!member.live && !member.in_sync);
+    assert!(s.coordinator.is_marked_down(TIER, 1));
+}
+
+/// The upgrade outage of issue 13: catalog-1 was replaced and is resyncing,
+/// then catalog-0, the only in-sync member, was deleted. Its pod kept
+/// heartbeating while it terminated, and every heartbeat made it live (and
+/// primary) again until the operator marked it down again: epochs flapped
+/// none→0→none→0. Down must stay down until a new incarnation is heard.
+#[test]
+fn a_terminating_last_in_sync_primary_never_flaps_back() {
+    let mut s = Scenario::new(2);
+    s.beat(0, 100, Phase::Joining);
+    s.beat(1, 200, Phase::Joining);
+    assert_eq!(s.topology().primary, Some(0));
+    // catalog-1 replaced: a new incarnation, resyncing.
+    s.beat(1, 201, Phase::Joining);
+    let lost = s
+        .coordinator
+        .mark_down(TIER, 0, "pod deleted", s.now, s.now)
+        .expect("primary lost");
+    assert_eq!(
+        lost.topology.primary, None,
+        "the only in-sync member is down"
+    );
+    assert_eq!(s.in_sync(), vec![0], "it is waited for, not replaced");
+    let epoch = s.topology().epoch;
+    let mut changes = Vec::new();
+    for _ in 0..20 {
+        // The terminating pod's heartbeats and the operator's reconciles
+        // interleave, as they did in the outage.
+        changes.extend(s.beat(0, 100, Phase::Leading));
+        changes.extend(
+            s.coordinator
+                .mark_down(TIER, 0, "pod deleted", s.now, s.now),
+        );
+        changes.extend(s.beat(1, 201, Phase::Joining));
+        changes.extend(s.advance(Duration::from_millis(500)));
+    }
+    assert!(changes.is_empty(), "no flapping: {changes:?}");
+    assert_eq!(s.topology().primary, None);
+    assert_eq!(s.topology().epoch, epoch);
+    // The new pod of catalog-0 (a new incarnation) holds the data: primary
+    // again, once, with one new epoch.
+    let back = s.beat(0, 101, Phase::Joining).expect("back");
+    assert_eq!(back.topology.primary, Some(0));
+    assert_eq!(back.topology.epoch, epoch + 1);
+}
+
+#[test]
+fn a_new_incarnation_heard_after_the_observation_is_not_marked_down() {
+    let mut s = Scenario::healthy_pair();
+    // The operator lists the pods and sees catalog-1's old pod go; the new
+    // pod's process heartbeats before the operator acts on what it saw.
+    let observed_at = s.now;
+    s.now += Duration::from_millis(100);
+    s.beat(1, 201, Phase::Joining);
+    assert!(
+        s.coordinator
+            .mark_down(TIER, 1, "pod is gone", observed_at, s.now)
+            .is_none()
+    );
+    assert!(s.topology().member(1).expect("member").live);
+}
+
+#[test]
+fn a_member_found_unresponsive_comes_back_with_its_next_heartbeat() {
+    let mut s = Scenario::healthy_pair();
+    let published = s
+        .coordinator
+        .mark_unresponsive(TIER, 1, "pod's container is not running", s.now)
+        .expect("1 leaves the in-sync set");
+    assert!(
+        published
+            .reason
+            .contains("catalog-1 is down (pod's container is not running)"),
+        "{}",
+        published.reason
+    );
+    // The pod's status lagged behind a process that runs: it heartbeats.
+    s.beat(1, 200, Phase::Joining);
+    assert!(s.topology().member(1).expect("member").live);
+    assert!(!s.coordinator.is_marked_down(TIER, 1));
+}
+
+#[test]
+fn a_member_marked_down_rejoins_when_the_primary_admits_it_after_a_resync() {
+    let mut s = Scenario::healthy_pair();
+    s.coordinator
+        .mark_down(TIER, 1, "pod deleted", s.now, s.now)
+        .expect("1 leaves");
+    // Not restarted: it resyncs as the same incarnation and is admitted.
+    s.beat(1, 200, Phase::Joining);
+    let admitted = s.add_to_in_sync(1).expect("admitted after its resync");
+    let member = admitted.topology.member(1).cloned().expect("member");
+    assert!(member.live && member.in_sync);
+    assert!(!s.coordinator.is_marked_down(TIER, 1));
+}
+
+#[test]
+fn a_silent_member_marked_down_cannot_be_admitted() {
+    let mut s = Scenario::healthy_pair();
+    s.coordinator
+        .mark_down(TIER, 1, "pod deleted", s.now, s.now)
+        .expect("1 leaves");
+    s.run_for(Duration::from_secs(5), &[(0, 100, Phase::Leading)]);
+    assert_eq!(s.add_to_in_sync(1), Err(AlterError::NotLive(1)));
 }
 
 #[test]
@@ -658,7 +792,7 @@ mod epochs_only_rise {
                         coordinator.tick(now)
                     }
                     Step::MarkDown { ordinal } => {
-                        coordinator.mark_down(TIER, ordinal, now).into_iter().collect()
+                        coordinator.mark_down(TIER, ordinal, "pod deleted", now, now).into_iter().collect()
                     }
                     Step::Admit { ordinal } => {
                         let Some(topology) = coordinator.topology(TIER, now) else { continue };
@@ -691,5 +825,202 @@ mod epochs_only_rise {
                 saved = coordinator.durable_state();
             }
         }
+    }
+}
+
+mod reconfigure {
+    //! The spec changes while the coordinator runs: settings take effect at
+    //! once, nothing is reset, a scale-down removes members before their
+    //! pods go.
+    use super::*;
+
+    fn config(miss_threshold: u32) -> CoordinatorConfig {
+        CoordinatorConfig {
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            miss_threshold,
+        }
+    }
+
+    /// Three members in sync, 0 primary.
+    fn healthy_trio() -> Scenario {
+        let mut s = Scenario::new(3);
+        s.beat(0, 100, Phase::Joining);
+        s.beat(1, 200, Phase::Joining);
+        s.beat(2, 300, Phase::Joining);
+        s.add_to_in_sync(1).expect("1 joins");
+        s.add_to_in_sync(2).expect("2 joins");
+        s
+    }
+
+    #[test]
+    fn a_raised_failure_threshold_takes_effect_without_resetting_the_epoch() {
+        let mut s = Scenario::healthy_pair();
+        let epoch = s.topology().epoch;
+        let saved = s.coordinator.durable_state();
+        let changes = s.coordinator.reconfigure(config(15), &[(TIER, 2)], s.now);
+        assert!(changes.is_empty(), "settings alone change no topology");
+        assert_eq!(s.coordinator.config().miss_threshold, 15);
+        assert_eq!(s.coordinator.durable_state(), saved, "nothing is reset");
+        // Silent for 5 s: three misses would have dropped it, fifteen do not.
+        let changes = s.run_for(Duration::from_secs(5), &[(0, 100, Phase::Leading)]);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(s.in_sync(), vec![0, 1]);
+        assert_eq!(s.topology().epoch, epoch);
+    }
+
+    #[test]
+    fn a_lowered_failure_threshold_takes_effect_at_once() {
+        let mut s = Scenario::healthy_pair();
+        s.coordinator.reconfigure(config(1), &[(TIER, 2)], s.now);
+        let changes = s.run_for(Duration::from_secs(2), &[(0, 100, Phase::Leading)]);
+        assert!(!changes.is_empty(), "1 is dropped after one missed beat");
+        assert_eq!(s.in_sync(), vec![0]);
+    }
+
+    #[test]
+    fn a_scale_down_removes_the_highest_ordinal_from_the_in_sync_set_and_the_topology() {
+        let mut s = healthy_trio();
+        let epoch = s.topology().epoch;
+        let changes = s
+            .coordinator
+            .reconfigure(CoordinatorConfig::default(), &[(TIER, 2)], s.now);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        let topology = &changes[0].topology;
+        assert_eq!(topology.epoch, epoch + 1, "the epoch rises once");
+        assert_eq!(topology.primary, Some(0));
+        assert!(topology.member(2).is_none(), "removed from the topology");
+        assert_eq!(s.in_sync(), vec![0, 1]);
+        assert_eq!(s.coordinator.durable_state()[&TIER].in_sync.len(), 2);
+        assert_eq!(s.coordinator.kept_members(TIER), Some(2), "the pod may go");
+        // Its terminating pod still heartbeats: it is not taken back.
+        assert!(s.beat(2, 300, Phase::Following).is_none());
+        assert!(s.topology().member(2).is_none());
+    }
+
+    #[test]
+    fn a_scale_down_keeps_a_primary_above_the_new_count_until_the_primary_moves() {
+        let mut s = Scenario::healthy_pair();
+        // 0 restarts: 1 takes over.
+        s.beat(0, 101, Phase::Joining);
+        assert_eq!(s.topology().primary, Some(1));
+        let changes = s
+            .coordinator
+            .reconfigure(CoordinatorConfig::default(), &[(TIER, 1)], s.now);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(s.topology().primary, Some(1));
+        assert_eq!(s.coordinator.kept_members(TIER), Some(2), "its pod stays");
+        // 0 resyncs and is admitted; the rule moves the primary to 0, and
+        // then 1 leaves.
+        s.add_to_in_sync(0).expect("0 is admitted");
+        s.advance(Duration::from_millis(250));
+        assert_eq!(s.topology().primary, Some(0));
+        assert!(s.topology().member(1).is_none());
+        assert_eq!(s.coordinator.kept_members(TIER), Some(1));
+    }
+
+    #[test]
+    fn a_scale_up_adds_the_member_once_it_has_resynced() {
+        let mut s = Scenario::healthy_pair();
+        assert!(
+            s.beat(2, 300, Phase::Joining).is_none(),
+            "not a member yet: ignored"
+        );
+        assert!(s.topology().member(2).is_none());
+        s.coordinator
+            .reconfigure(CoordinatorConfig::default(), &[(TIER, 3)], s.now);
+        s.beat(2, 300, Phase::Joining);
+        let member = s.topology().member(2).cloned().expect("a member");
+        assert!(member.live && !member.in_sync, "it joins first");
+        s.add_to_in_sync(2).expect("admitted after its resync");
+        assert_eq!(s.in_sync(), vec![0, 1, 2]);
+        assert_eq!(s.coordinator.kept_members(TIER), Some(3));
+    }
+}
+
+mod switchover {
+    //! Planned switchover: the primary moves to a named in-sync member by one
+    //! clean handover, stays there while asked, and a member that is not in
+    //! sync is refused.
+    use super::*;
+    use crate::switchover::SwitchoverRefused;
+
+    /// A healthy pair switched over to 1; 0 has resynced and is in sync.
+    fn switched_to_1_and_0_resynced() -> Scenario {
+        let mut s = Scenario::healthy_pair();
+        s.coordinator
+            .switch_over(TIER, Some(1), s.now)
+            .expect("allowed");
+        s.beat(0, 100, Phase::Joining);
+        s.add_to_in_sync(0).expect("0 resynced");
+        s
+    }
+
+    #[test]
+    fn a_switchover_moves_the_primary_to_the_in_sync_target_with_one_new_epoch() {
+        let mut s = Scenario::healthy_pair();
+        let epoch = s.topology().epoch;
+        let moved = s
+            .coordinator
+            .switch_over(TIER, Some(1), s.now)
+            .expect("allowed")
+            .expect("a change");
+        assert_eq!(moved.topology.primary, Some(1));
+        assert_eq!(moved.topology.epoch, epoch + 1, "the epoch rises once");
+        assert!(!moved.failover, "a handover, not a failover");
+        assert_eq!(moved.previous_primary, Some(0));
+        assert!(moved.reason.contains("by switchover"), "{}", moved.reason);
+        // The old primary resyncs from the new one.
+        assert_eq!(s.in_sync(), vec![1]);
+        assert_eq!(s.coordinator.durable_state()[&TIER].primary, Some(1));
+    }
+
+    #[test]
+    fn the_target_stays_primary_while_asked_and_the_rule_returns_after() {
+        let mut s = switched_to_1_and_0_resynced();
+        let changes = s.run_for(
+            Duration::from_secs(3),
+            &[(0, 100, Phase::Following), (1, 200, Phase::Leading)],
+        );
+        assert!(changes.is_empty(), "the lowest ordinal waits: {changes:?}");
+        assert_eq!(s.topology().primary, Some(1));
+        let back = s
+            .coordinator
+            .switch_over(TIER, None, s.now)
+            .expect("always allowed")
+            .expect("the rule applies again");
+        assert_eq!(back.topology.primary, Some(0));
+        assert!(!back.reason.contains("by switchover"));
+    }
+
+    #[test]
+    fn a_switchover_to_a_member_that_is_not_in_sync_is_refused_and_changes_nothing() {
+        let mut s = Scenario::new(2);
+        s.beat(0, 100, Phase::Joining);
+        s.beat(1, 200, Phase::Joining);
+        let before = s.topology();
+        assert_eq!(
+            s.coordinator.switch_over(TIER, Some(1), s.now),
+            Err(SwitchoverRefused::NotInSync(1))
+        );
+        assert_eq!(s.topology(), before);
+        assert_eq!(s.coordinator.switchover_target(TIER), None);
+        // Once it is in sync the same request is allowed.
+        s.add_to_in_sync(1).expect("1 resynced");
+        let moved = s
+            .coordinator
+            .switch_over(TIER, Some(1), s.now)
+            .expect("allowed");
+        assert_eq!(moved.map(|m| m.topology.primary), Some(Some(1)));
+    }
+
+    #[test]
+    fn a_lost_switchover_target_fails_over_to_the_lowest_in_sync_member() {
+        let mut s = switched_to_1_and_0_resynced();
+        let lost = s
+            .coordinator
+            .mark_down(TIER, 1, "pod deleted", s.now, s.now)
+            .expect("a change");
+        assert!(lost.failover);
+        assert_eq!(lost.topology.primary, Some(0));
     }
 }
