@@ -147,6 +147,8 @@ impl Ledger {
 /// A running buy load against one frontend.
 pub struct BuyLoad {
     ledger: Arc<Mutex<Ledger>>,
+    /// JSON 503 answers so far, buys still retrying included.
+    unavailable: Arc<AtomicU64>,
     enough: Arc<AtomicBool>,
     buyers: tokio::task::JoinSet<()>,
 }
@@ -155,6 +157,7 @@ impl BuyLoad {
     /// Starts `plan.buyers` buyers against `frontend` (`http://host:port`).
     pub fn start(frontend: &str, plan: &LoadPlan) -> Self {
         let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let unavailable = Arc::new(AtomicU64::new(0));
         let attempts = Arc::new(AtomicU64::new(0));
         let enough = Arc::new(AtomicBool::new(false));
         let started = Instant::now();
@@ -169,6 +172,7 @@ impl BuyLoad {
                     .build()
                     .expect("an HTTP client"),
                 ledger: ledger.clone(),
+                unavailable: unavailable.clone(),
             };
             let (attempts, enough) = (attempts.clone(), enough.clone());
             buyers.spawn(async move {
@@ -185,6 +189,7 @@ impl BuyLoad {
         }
         Self {
             ledger,
+            unavailable,
             enough,
             buyers,
         }
@@ -221,9 +226,10 @@ impl BuyLoad {
             .count()
     }
 
-    /// How many JSON 503 answers the load has had so far.
+    /// How many JSON 503 answers the load has had so far, counting buys
+    /// still being retried.
     pub fn unavailable_answers(&self) -> u64 {
-        lock(&self.ledger).unavailable_answers
+        self.unavailable.load(Ordering::Relaxed)
     }
 
     /// The longest time between two successful answers (or from `since` to
@@ -267,6 +273,7 @@ struct Buyer {
     id: usize,
     http: reqwest::Client,
     ledger: Arc<Mutex<Ledger>>,
+    unavailable: Arc<AtomicU64>,
 }
 
 impl Buyer {
@@ -276,12 +283,13 @@ impl Buyer {
         let item = fastrand::u64(self.plan.item_numbers());
         let request_id = format!("{}-{}-{n}", self.plan.request_prefix, self.id);
         let sent = Instant::now();
-        let outcome = buy_until_definite(
+        let outcome = buy_counting_unavailable(
             &self.http,
             &self.frontend,
             item,
             &request_id,
             self.plan.buy_deadline,
+            &self.unavailable,
         )
         .await;
         lock(&self.ledger).record(item, &request_id, sent, &outcome);
@@ -324,6 +332,21 @@ pub async fn buy_until_definite(
     request_id: &str,
     deadline: Duration,
 ) -> BuyOutcome {
+    let unused = AtomicU64::new(0);
+    buy_counting_unavailable(http, frontend, item, request_id, deadline, &unused).await
+}
+
+/// [`buy_until_definite`], also adding each JSON 503 to `unavailable` as it
+/// comes (a load's live count: the buy's outcome is recorded only once it
+/// is definite, which may be after the outage a test watches for).
+pub async fn buy_counting_unavailable(
+    http: &reqwest::Client,
+    frontend: &str,
+    item: u64,
+    request_id: &str,
+    deadline: Duration,
+    unavailable: &AtomicU64,
+) -> BuyOutcome {
     let url = format!("{frontend}/buy?item_number={item}&request_id={request_id}");
     let sent = Instant::now();
     let mut outcome = BuyOutcome::default();
@@ -347,6 +370,7 @@ pub async fn buy_until_definite(
                 let text = response.text().await.unwrap_or_default();
                 if status == 503 && is_json_error(&text) {
                     outcome.unavailable_answers += 1;
+                    unavailable.fetch_add(1, Ordering::Relaxed);
                 } else {
                     outcome
                         .other_server_errors
