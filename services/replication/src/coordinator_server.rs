@@ -72,12 +72,7 @@ impl Transition {
             epoch: topology.epoch,
             previous_primary: change.previous_primary,
             primary: topology.primary,
-            in_sync: topology
-                .members
-                .iter()
-                .filter(|m| m.in_sync)
-                .map(|m| m.ordinal)
-                .collect(),
+            in_sync: topology.in_sync_ordinals(),
             failover: change.failover,
             reason: change.reason.clone(),
         }

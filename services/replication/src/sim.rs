@@ -799,11 +799,7 @@ impl Sim {
                 "coordinator publishes epoch {} primary {:?} in-sync {:?}: {}",
                 t.epoch,
                 t.primary,
-                t.members
-                    .iter()
-                    .filter(|m| m.in_sync)
-                    .map(|m| m.ordinal)
-                    .collect::<Vec<_>>(),
+                t.in_sync_ordinals(),
                 change.reason
             ));
         }

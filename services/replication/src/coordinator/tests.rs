@@ -68,12 +68,7 @@ impl Scenario {
     }
 
     fn in_sync(&self) -> Vec<Ordinal> {
-        self.topology()
-            .members
-            .iter()
-            .filter(|m| m.in_sync)
-            .map(|m| m.ordinal)
-            .collect()
+        self.topology().in_sync_ordinals()
     }
 
     fn add_to_in_sync(&mut self, ordinal: Ordinal) -> Result<Published, AlterError> {
@@ -590,14 +585,7 @@ fn a_resumed_tier_publishes_nothing_until_its_in_sync_members_are_heard_sim_seed
     let published = s.beat(2, 300, Phase::Following).expect("held-back change");
     assert!(published.topology.epoch > 20);
     assert_eq!(published.topology.primary, Some(0));
-    let in_sync: Vec<Ordinal> = published
-        .topology
-        .members
-        .iter()
-        .filter(|m| m.in_sync)
-        .map(|m| m.ordinal)
-        .collect();
-    assert_eq!(in_sync, vec![0, 2]);
+    assert_eq!(published.topology.in_sync_ordinals(), vec![0, 2]);
 }
 
 #[test]
@@ -797,8 +785,7 @@ mod epochs_only_rise {
                     Step::Admit { ordinal } => {
                         let Some(topology) = coordinator.topology(TIER, now) else { continue };
                         let Some(primary) = topology.primary else { continue };
-                        let mut in_sync: Vec<Ordinal> =
-                            topology.members.iter().filter(|m| m.in_sync).map(|m| m.ordinal).collect();
+                        let mut in_sync = topology.in_sync_ordinals();
                         in_sync.push(ordinal);
                         let request = AlterInSync { tier: TIER, epoch: topology.epoch, primary, in_sync, added: Default::default() };
                         coordinator.alter_in_sync(&request, now).into_iter().collect()

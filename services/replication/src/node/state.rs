@@ -713,13 +713,7 @@ impl MemberCore {
             }
             _ => return Err(Refusal::NotALearner),
         }
-        let mut in_sync: Vec<Ordinal> = self
-            .topology
-            .members
-            .iter()
-            .filter(|m| m.in_sync)
-            .map(|m| m.ordinal)
-            .collect();
+        let mut in_sync = self.topology.in_sync_ordinals();
         in_sync.push(ordinal);
         let mut request = self.alter_request(&self.topology, in_sync);
         request.added.insert(ordinal, incarnation);
