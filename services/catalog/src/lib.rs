@@ -2,7 +2,9 @@
 //! primary-backup across its members.
 //!
 //! Public port: `GET /query_by_topic?topic=` and `GET /query_by_item?item_number=`
-//! (the original's catalog API), served by any in-sync member.
+//! (the original's catalog API), served by any in-sync member;
+//! `query_by_item?...&consistency=linearizable` by the primary alone, once it
+//! has confirmed it still leads.
 //! Peer port: `POST /peer/catalog/update` (the original's `update`: a stock
 //! change or a cost change; forwarded to the primary), and the replication
 //! API of [`bookstore_replication::node`].
@@ -26,10 +28,11 @@ use bookstore_core::api::{
 use bookstore_core::http::{Listeners, serve_service};
 use bookstore_core::inventory::Book;
 use bookstore_core::metrics::Metrics;
-use bookstore_core::params::{self, QueryParams};
+use bookstore_core::params::{self, Consistency, QueryParams};
 use bookstore_core::peer::PeerClient;
 use bookstore_core::shutdown::Shutdown;
 use bookstore_core::token::{PeerToken, require_token};
+use bookstore_replication::node::messages::MemberError;
 use bookstore_replication::node::{
     BoxFuture, CommitHook, Node, NodeConfig, NodeError, PromoteHook,
 };
@@ -113,12 +116,21 @@ async fn query_by_topic(
     Ok(Json(Versioned { version, value }))
 }
 
+/// `consistency=linearizable` is served by the primary only, once it has
+/// confirmed its leadership; elsewhere it is refused with the typed reason
+/// (`not_primary`, 409), so the caller asks the primary.
 async fn query_by_item(
     State(node): State<CatalogNode>,
     Query(query): Query<QueryParams>,
-) -> Result<Json<Versioned<BookDetails>>, ApiError> {
+) -> Result<Json<Versioned<BookDetails>>, MemberError> {
     let item_number = params::item_number(&query)?;
-    let (version, book) = node.read(|view| view.lookup(item_number))?;
+    let (version, book) = match params::consistency(&query)? {
+        Consistency::Default => node.read(|view| view.lookup(item_number))?,
+        Consistency::Linearizable => {
+            node.read_linearizable(move |view| view.lookup(item_number))
+                .await?
+        }
+    };
     let value =
         book.ok_or_else(|| ApiError::NotFound(format!("no book with item_number {item_number}")))?;
     Ok(Json(Versioned { version, value }))

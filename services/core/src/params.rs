@@ -71,6 +71,31 @@ pub fn request_id(params: &QueryParams) -> Result<Option<String>, ApiError> {
     }
 }
 
+/// How fresh a read must be: the `consistency` parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Consistency {
+    /// Served by the cache or any in-sync member: fast, and possibly a
+    /// little behind the primary (never older than what the same reader
+    /// saw through the cache's versions, never an unacknowledged write).
+    Default,
+    /// Served by the primary once it has confirmed it still leads: it
+    /// reflects every write acknowledged before the read began.
+    Linearizable,
+}
+
+/// The optional `consistency` parameter: absent, `default` or
+/// `linearizable`; anything else is refused, not silently downgraded.
+pub fn consistency(params: &QueryParams) -> Result<Consistency, ApiError> {
+    match params.get("consistency").map(|raw| raw.trim()) {
+        None | Some("default") => Ok(Consistency::Default),
+        Some("linearizable") => Ok(Consistency::Linearizable),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "consistency must be \"default\" or \"linearizable\", not {:?}",
+            truncate(other)
+        ))),
+    }
+}
+
 fn truncate(text: &str) -> String {
     text.chars().take(32).collect()
 }
@@ -103,6 +128,25 @@ mod tests {
             );
         }
         assert!(item_number(&params(&[])).is_err());
+    }
+
+    #[test]
+    fn consistency_is_default_or_linearizable_and_nothing_else() {
+        assert_eq!(consistency(&params(&[])).expect("ok"), Consistency::Default);
+        assert_eq!(
+            consistency(&params(&[("consistency", "default")])).expect("ok"),
+            Consistency::Default
+        );
+        assert_eq!(
+            consistency(&params(&[("consistency", "linearizable")])).expect("ok"),
+            Consistency::Linearizable
+        );
+        for bad in ["", "strong", "LINEARIZABLE", "eventual"] {
+            assert!(
+                consistency(&params(&[("consistency", bad)])).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,9 @@
 //!   cache; on a miss they read from an in-sync catalog member (spreading
 //!   reads over the replicas) and offer the result to the cache with the
 //!   version it was read at.
+//! - `GET /lookup?item_number=N&consistency=linearizable` skips the cache and
+//!   reads from the catalog primary, which answers once it has confirmed it
+//!   still leads: the answer reflects every buy acknowledged before it began.
 //! - `GET /buy?item_number=N` and `POST /buy` go to the order primary, with a
 //!   request id (the client's, or a fresh one) so that retries through a
 //!   failover buy once.
@@ -27,7 +30,7 @@ use bookstore_core::api::{
 use bookstore_core::cluster::Role;
 use bookstore_core::http::{Listeners, always_ready, serve_service};
 use bookstore_core::metrics::Metrics;
-use bookstore_core::params::{self, QueryParams};
+use bookstore_core::params::{self, Consistency, QueryParams};
 use bookstore_core::peer::PeerClient;
 use bookstore_core::retry::{self, FAILOVER_RETRY_BUDGET};
 use bookstore_core::shutdown::Shutdown;
@@ -93,6 +96,11 @@ async fn search(
     Query(query): Query<QueryParams>,
 ) -> Result<Response, ApiError> {
     let topic = params::topic(&query)?;
+    if params::consistency(&query)? == Consistency::Linearizable {
+        return Err(ApiError::bad_request(
+            "search has no linearizable reads; /lookup?item_number=N&consistency=linearizable has",
+        ));
+    }
     let key = CacheKey::Search(topic.clone());
     frontend
         .read_through(key, "query_by_topic", &[("topic", topic.as_str())])
@@ -104,11 +112,24 @@ async fn lookup(
     Query(query): Query<QueryParams>,
 ) -> Result<Response, ApiError> {
     let item = params::item_number(&query)?;
-    let key = CacheKey::Lookup(item);
     let item_text = item.to_string();
-    frontend
-        .read_through(key, "query_by_item", &[("item_number", item_text.as_str())])
-        .await
+    match params::consistency(&query)? {
+        Consistency::Default => {
+            let key = CacheKey::Lookup(item);
+            frontend
+                .read_through(key, "query_by_item", &[("item_number", item_text.as_str())])
+                .await
+        }
+        Consistency::Linearizable => {
+            let query = [
+                ("item_number", item_text.as_str()),
+                ("consistency", "linearizable"),
+            ];
+            frontend
+                .read_from_primary(Role::Catalog, "query_by_item", &query)
+                .await
+        }
+    }
 }
 
 async fn buy_get(
@@ -246,6 +267,27 @@ impl Frontend {
             Err(last_error)
         })
         .await
+    }
+
+    /// Reads `path` from the primary of `tier` (a linearizable read: never
+    /// through the cache, whose entries may be older), retrying through a
+    /// failover; the result's JSON is passed through as text.
+    async fn read_from_primary(
+        &self,
+        tier: Role,
+        path: &str,
+        query: &[(&str, &str)],
+    ) -> Result<Response, ApiError> {
+        let read: Versioned<Box<RawValue>> =
+            retry::while_unavailable(FAILOVER_RETRY_BUDGET, &self.shutdown, || async {
+                let (public, _) = self.directory.primary(tier).ok_or_else(|| {
+                    ApiError::Unavailable(format!("{tier} has no primary right now"))
+                })?;
+                let url = format!("http://{public}/{path}");
+                Ok(self.peers.get(tier.as_str(), path, &url, query).await?)
+            })
+            .await?;
+        Ok(envelope(read.value.get().as_bytes()))
     }
 
     /// Sends a buy to the order primary, retrying through a failover under

@@ -82,11 +82,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// Keep every trace line (for a replay), not only the last ones.
     pub full_trace: bool,
-    /// Check that reads are linearizable too. Off in the test list: a
-    /// replica or a deposed primary that was paused or cut off serves its
-    /// last state until it learns it was dropped (no read lease yet; see
-    /// the README), and the simulator finds that in most runs.
-    pub check_reads: bool,
+    /// Break the store on purpose: answer linearizable reads at once from
+    /// whichever member serves reads, without the primary's confirming
+    /// batch (as before reads were confirmed). The checker must then find
+    /// stale reads; the test list shows it does.
+    pub skip_read_confirmation: bool,
 }
 
 /// What a run did.
@@ -95,7 +95,10 @@ pub struct SimReport {
     pub steps: u64,
     pub faults: u64,
     pub acknowledged_buys: u64,
-    pub reads: u64,
+    /// Linearizable reads answered: each is checked.
+    pub linearizable_reads: u64,
+    /// Plain reads answered (any in-sync member; not checked).
+    pub plain_reads: u64,
     pub failovers: u64,
     pub sim_ms: u64,
 }
@@ -284,10 +287,12 @@ enum Msg {
     ReadRequest {
         attempt: u64,
         item: u32,
+        linearizable: bool,
     },
+    /// The stock read, or a refusal with the primary the member knows of.
     ReadAnswer {
         attempt: u64,
-        result: Option<i64>,
+        result: Result<i64, Option<Ordinal>>,
     },
 }
 
@@ -351,7 +356,7 @@ enum Busy {
     Lead {
         id: u64,
         leadership: Leadership,
-        batch: Vec<(Buy, Addr, u64)>,
+        round: Round,
         outcomes: Vec<Outcome>,
         epoch: Epoch,
         waiting: BTreeMap<u64, Target>,
@@ -376,7 +381,7 @@ enum Busy {
 enum AlterPurpose {
     /// The batch waits for the change before it is answered.
     Batch {
-        batch: Vec<(Buy, Addr, u64)>,
+        round: Round,
         outcomes: Vec<Outcome>,
         epoch: Epoch,
     },
@@ -388,11 +393,45 @@ enum AlterPurpose {
     },
 }
 
+/// What one of a primary's batches carries: buys, each with the client and
+/// attempt to answer, and the linearizable reads that wait for it to settle.
+#[derive(Debug, Default)]
+struct Round {
+    buys: Vec<(Buy, Addr, u64)>,
+    reads: Vec<(u32, Addr, u64)>,
+}
+
+impl Round {
+    /// Adds a queued buy or read to the round; false for any other op.
+    fn take(&mut self, op: &Op) -> bool {
+        match *op {
+            Op::Submit {
+                buy,
+                client,
+                attempt,
+            } => self.buys.push((buy, client, attempt)),
+            Op::Read {
+                item,
+                client,
+                attempt,
+            } => self.reads.push((item, client, attempt)),
+            _ => return false,
+        }
+        true
+    }
+}
+
 /// Work queued for a member's writer.
 #[derive(Debug)]
 enum Op {
     Submit {
         buy: Buy,
+        client: Addr,
+        attempt: u64,
+    },
+    /// A linearizable read: answered after the next batch settles.
+    Read {
+        item: u32,
         client: Addr,
         attempt: u64,
     },
@@ -456,7 +495,12 @@ struct CoordinatorProcess {
 #[derive(Debug, Clone, Copy)]
 enum ClientOp {
     Buy(Buy),
-    Read(u32),
+    /// A read of an item's stock; only linearizable ones enter the history
+    /// the checker reads (a plain read may be served by a lagging replica).
+    Read {
+        item: u32,
+        linearizable: bool,
+    },
 }
 
 #[derive(Debug)]
@@ -510,7 +554,7 @@ struct Sim {
     report: SimReport,
     trace: VecDeque<String>,
     full_trace: bool,
-    check_reads: bool,
+    skip_read_confirmation: bool,
 }
 
 impl Sim {
@@ -561,7 +605,7 @@ impl Sim {
             report: SimReport::default(),
             trace: VecDeque::new(),
             full_trace: config.full_trace,
-            check_reads: config.check_reads,
+            skip_read_confirmation: config.skip_read_confirmation,
         };
         sim.log(format!(
             "seed {}: loss {loss}, duplication {duplication}, delay up to {max_delay} ms",
@@ -1169,18 +1213,52 @@ impl Sim {
                     None => {}
                 }
             }
-            Msg::ReadRequest { attempt, item } => {
-                let result = self.process(ordinal).and_then(|p| {
-                    p.core
-                        .phase()
-                        .serves_reads()
-                        .then(|| p.published.get(&item).copied().unwrap_or(0))
-                });
+            Msg::ReadRequest {
+                attempt,
+                item,
+                linearizable,
+            } if !linearizable || self.skip_read_confirmation => {
+                let Some(process) = self.process(ordinal) else {
+                    return Ok(());
+                };
+                let result = if process.core.phase().serves_reads() {
+                    Ok(process.published.get(&item).copied().unwrap_or(0))
+                } else {
+                    Err(process.core.topology().primary)
+                };
                 self.send(
                     Addr::Member(ordinal),
                     from,
                     Msg::ReadAnswer { attempt, result },
                 );
+            }
+            Msg::ReadRequest {
+                attempt,
+                item,
+                linearizable: _,
+            } => {
+                let route = self
+                    .process(ordinal)
+                    .map(|p| (p.core.take_linearizable_read(), p.core.topology().primary));
+                match route {
+                    Some((Ok(()), _)) => self.enqueue(
+                        ordinal,
+                        Op::Read {
+                            item,
+                            client: from,
+                            attempt,
+                        },
+                    )?,
+                    Some((Err(_), hint)) => self.send(
+                        Addr::Member(ordinal),
+                        from,
+                        Msg::ReadAnswer {
+                            attempt,
+                            result: Err(hint),
+                        },
+                    ),
+                    None => {}
+                }
             }
             _ => {}
         }
@@ -1251,28 +1329,16 @@ impl Sim {
                 return Ok(());
             };
             match op {
-                Op::Submit {
-                    buy,
-                    client,
-                    attempt,
-                } => {
-                    let mut batch = vec![(buy, client, attempt)];
-                    while batch.len() < MAX_BATCH {
-                        match process.queue.front() {
-                            Some(Op::Submit { .. }) => {
-                                if let Some(Op::Submit {
-                                    buy,
-                                    client,
-                                    attempt,
-                                }) = process.queue.pop_front()
-                                {
-                                    batch.push((buy, client, attempt));
-                                }
-                            }
-                            _ => break,
-                        }
+                Op::Submit { .. } | Op::Read { .. } => {
+                    // Group commit: every buy and read queued behind it.
+                    let mut round = Round::default();
+                    round.take(&op);
+                    while round.buys.len() < MAX_BATCH
+                        && process.queue.front().is_some_and(|next| round.take(next))
+                    {
+                        process.queue.pop_front();
                     }
-                    self.lead(ordinal, batch)?;
+                    self.lead(ordinal, round)?;
                 }
                 Op::Replicate {
                     from,
@@ -1357,24 +1423,18 @@ impl Sim {
         }
     }
 
-    fn lead(&mut self, ordinal: Ordinal, batch: Vec<(Buy, Addr, u64)>) -> Result<(), Violation> {
+    /// Sends a round's batch (empty if it has only reads: it touches no
+    /// disk, as in `writer::Writer::lead`).
+    fn lead(&mut self, ordinal: Ordinal, round: Round) -> Result<(), Violation> {
         let leadership = match self.with_core(ordinal, |core| core.lead())? {
             Some(Ok(leadership)) => leadership,
             _ => {
-                for (_, client, attempt) in batch {
-                    self.send(
-                        Addr::Member(ordinal),
-                        client,
-                        Msg::BuyAnswer {
-                            attempt,
-                            result: Err(None),
-                        },
-                    );
-                }
+                self.refuse_round(ordinal, round);
                 return Ok(());
             }
         };
-        if self.members[ordinal as usize].disk_fails {
+        let writes_anything = !round.buys.is_empty();
+        if writes_anything && self.members[ordinal as usize].disk_fails {
             self.crash_member(ordinal, "disk sync failed");
             return Ok(());
         }
@@ -1383,12 +1443,14 @@ impl Sim {
         let first = db.applied + 1;
         let mut entries = Vec::new();
         let mut outcomes = Vec::new();
-        for (i, (buy, _, _)) in batch.iter().enumerate() {
+        for (i, (buy, _, _)) in round.buys.iter().enumerate() {
             outcomes.push(db.apply(buy));
             entries.push((first + i as u64, *buy));
         }
-        db.applied += batch.len() as u64;
-        db.data_epoch = db.data_epoch.max(epoch);
+        if writes_anything {
+            db.applied += round.buys.len() as u64;
+            db.data_epoch = db.data_epoch.max(epoch);
+        }
         let header = BatchHeader {
             epoch,
             primary: PrimaryId {
@@ -1413,13 +1475,16 @@ impl Sim {
             );
             waiting.insert(call, target);
         }
-        let disk = self.members[ordinal as usize].disk_slow_ms;
+        let disk = match writes_anything {
+            true => self.members[ordinal as usize].disk_slow_ms,
+            false => 0,
+        };
         let boot = match self.process(ordinal) {
             Some(process) => {
                 process.busy = Busy::Lead {
                     id,
                     leadership,
-                    batch,
+                    round,
                     outcomes,
                     epoch,
                     waiting,
@@ -1548,7 +1613,7 @@ impl Sim {
         }
         let Busy::Lead {
             leadership,
-            batch,
+            round,
             outcomes,
             epoch,
             results,
@@ -1565,23 +1630,24 @@ impl Sim {
             .with_core(ordinal, |core| core.settle(&leadership, &results))?
             .unwrap_or(Settlement::Deposed);
         self.log(format!(
-            "member {ordinal}: batch of {} at epoch {epoch} to {:?}: {settlement:?}",
-            batch.len(),
+            "member {ordinal}: batch of {} buys and {} reads at epoch {epoch} to {:?}: {settlement:?}",
+            round.buys.len(),
+            round.reads.len(),
             results
                 .iter()
                 .map(|(t, o)| (t.ordinal, o))
                 .collect::<Vec<_>>()
         ));
         match settlement {
-            Settlement::Done => self.answer_batch(ordinal, batch, outcomes, epoch, true)?,
-            Settlement::Deposed => self.answer_batch(ordinal, batch, outcomes, epoch, false)?,
+            Settlement::Done => self.answer_batch(ordinal, round, outcomes, epoch, true)?,
+            Settlement::Deposed => self.answer_batch(ordinal, round, outcomes, epoch, false)?,
             Settlement::AlterInSync(request) => {
                 let _ = id;
                 self.start_alter(
                     ordinal,
                     request,
                     AlterPurpose::Batch {
-                        batch,
+                        round,
                         outcomes,
                         epoch,
                     },
@@ -1635,10 +1701,10 @@ impl Sim {
         self.with_core(ordinal, |core| core.in_sync_altered(answer))?;
         match purpose {
             AlterPurpose::Batch {
-                batch,
+                round,
                 outcomes,
                 epoch,
-            } => self.answer_batch(ordinal, batch, outcomes, epoch, changed)?,
+            } => self.answer_batch(ordinal, round, outcomes, epoch, changed)?,
             AlterPurpose::Admit {
                 learner,
                 from,
@@ -1659,15 +1725,17 @@ impl Sim {
         self.run_writer(ordinal)
     }
 
-    /// Publishes the batch to readers and answers its buys.
+    /// Publishes the batch to readers, answers its buys, then serves its
+    /// reads from the state just published (or refuses them).
     fn answer_batch(
         &mut self,
         ordinal: Ordinal,
-        batch: Vec<(Buy, Addr, u64)>,
+        round: Round,
         outcomes: Vec<Outcome>,
         epoch: Epoch,
         acknowledged: bool,
     ) -> Result<(), Violation> {
+        let Round { buys: batch, reads } = round;
         let stock = self.members[ordinal as usize].db.stock.clone();
         let Some(process) = self.process(ordinal) else {
             return Ok(());
@@ -1711,7 +1779,66 @@ impl Sim {
                 self.acknowledged.insert(buy.request, outcome);
             }
         }
+        self.serve_reads(ordinal, reads, acknowledged)
+    }
+
+    /// The reads of a settled round: served from the published state if the
+    /// batch settled without error and the core confirms the leadership.
+    fn serve_reads(
+        &mut self,
+        ordinal: Ordinal,
+        reads: Vec<(u32, Addr, u64)>,
+        settled: bool,
+    ) -> Result<(), Violation> {
+        let confirmed = settled
+            && self
+                .with_core(ordinal, |core| core.confirm_reads())?
+                .is_some_and(|verdict| verdict.is_ok());
+        let Some(process) = self.process(ordinal) else {
+            return Ok(());
+        };
+        let answers: Vec<(Addr, u64, Result<i64, Option<Ordinal>>)> = reads
+            .into_iter()
+            .map(|(item, client, attempt)| {
+                let result = match confirmed {
+                    true => Ok(process.published.get(&item).copied().unwrap_or(0)),
+                    false => Err(None),
+                };
+                (client, attempt, result)
+            })
+            .collect();
+        for (client, attempt, result) in answers {
+            self.send(
+                Addr::Member(ordinal),
+                client,
+                Msg::ReadAnswer { attempt, result },
+            );
+        }
         Ok(())
+    }
+
+    /// Refuses a round this member cannot lead (it is not the primary).
+    fn refuse_round(&mut self, ordinal: Ordinal, round: Round) {
+        for (_, client, attempt) in round.buys {
+            self.send(
+                Addr::Member(ordinal),
+                client,
+                Msg::BuyAnswer {
+                    attempt,
+                    result: Err(None),
+                },
+            );
+        }
+        for (_, client, attempt) in round.reads {
+            self.send(
+                Addr::Member(ordinal),
+                client,
+                Msg::ReadAnswer {
+                    attempt,
+                    result: Err(None),
+                },
+            );
+        }
     }
 
     fn follow(
@@ -1724,6 +1851,9 @@ impl Sim {
     ) -> Result<(), Violation> {
         let applied = self.members[ordinal as usize].db.applied;
         let plan = self.with_core(ordinal, |core| core.accept_batch(header, applied))?;
+        // Only a batch with new writes syncs the disk; a duplicate or an
+        // empty batch (one that confirms reads) is acknowledged at once.
+        let wrote = matches!(plan, Some(Ok(BatchPlan::Apply)));
         let outcome = match plan {
             None => return Ok(()),
             Some(Err(refusal)) => SendOutcome::Refused(refusal),
@@ -1748,7 +1878,7 @@ impl Sim {
             }
         };
         let disk = self.members[ordinal as usize].disk_slow_ms;
-        if outcome == SendOutcome::Acked && disk > 0 {
+        if wrote && disk > 0 {
             let id = self.id();
             if let Some(process) = self.process(ordinal) {
                 process.busy = Busy::Disk {
@@ -1847,11 +1977,16 @@ impl Sim {
             }
             self.clients[client].ops_left -= 1;
             let item = ITEMS[self.rng.usize(..ITEMS.len())].0;
-            if self.rng.u32(..10) < 6 {
-                let request = self.id();
-                ClientOp::Buy(Buy { request, item })
-            } else {
-                ClientOp::Read(item)
+            // 6 in 10 buys; of the reads, 3 in 4 linearizable.
+            match self.rng.u32(..10) {
+                0..6 => {
+                    let request = self.id();
+                    ClientOp::Buy(Buy { request, item })
+                }
+                kind => ClientOp::Read {
+                    item,
+                    linearizable: kind >= 7,
+                },
             }
         };
         let target = self.rng.u32(..MEMBERS as u32);
@@ -1869,7 +2004,11 @@ impl Sim {
         }
         let msg = match op {
             ClientOp::Buy(buy) => Msg::BuyRequest { attempt, buy },
-            ClientOp::Read(item) => Msg::ReadRequest { attempt, item },
+            ClientOp::Read { item, linearizable } => Msg::ReadRequest {
+                attempt,
+                item,
+                linearizable,
+            },
         };
         self.send(Addr::Client(client), Addr::Member(target), msg);
         self.schedule(CLIENT_TIMEOUT_MS, Event::ClientTimeout { client, attempt });
@@ -1886,7 +2025,7 @@ impl Sim {
             // A buy is retried, same request id, until it is answered.
             ClientOp::Buy(_) => self.client_retry(client, (target + 1) % MEMBERS as u32),
             // A read without an answer is dropped from the history.
-            ClientOp::Read(_) => self.client_done(client),
+            ClientOp::Read { .. } => self.client_done(client),
         }
     }
 
@@ -1946,19 +2085,37 @@ impl Sim {
             Msg::ReadAnswer {
                 attempt: answered,
                 result,
-            } if answered == attempt => {
-                if let (ClientOp::Read(item), Some(value)) = (op, result) {
-                    self.log(format!("client {client} read item {item} = {value} from member {target} (asked at {invoked} ms)"));
-                    self.history.push(Completed {
-                        item,
-                        invoked,
-                        answered: self.now,
-                        what: Completion::Read(value),
-                    });
-                    self.report.reads += 1;
+            } if answered == attempt => match (op, result) {
+                (ClientOp::Read { item, linearizable }, Ok(value)) => {
+                    self.log(format!("client {client} read item {item} = {value} (linearizable: {linearizable}) from member {target} (asked at {invoked} ms)"));
+                    if linearizable {
+                        self.history.push(Completed {
+                            item,
+                            invoked,
+                            answered: self.now,
+                            what: Completion::Read(value),
+                        });
+                        self.report.linearizable_reads += 1;
+                    } else {
+                        self.report.plain_reads += 1;
+                    }
+                    self.client_done(client);
                 }
-                self.client_done(client);
-            }
+                // A linearizable read is retried where the refusal points,
+                // as the frontend does; a refused plain read is dropped.
+                (
+                    ClientOp::Read {
+                        linearizable: true, ..
+                    },
+                    Err(hint),
+                ) => {
+                    let next = hint
+                        .filter(|&h| h != target)
+                        .unwrap_or((target + 1) % MEMBERS as u32);
+                    self.client_retry(client, next);
+                }
+                _ => self.client_done(client),
+            },
             _ => {}
         }
     }
@@ -2155,7 +2312,7 @@ impl Sim {
                     acknowledged,
                 });
             }
-            check_linearizable(item, initial, &self.history, self.check_reads)
+            check_linearizable(item, initial, &self.history)
                 .map_err(|why| Violation::NotLinearizable { item, why })?;
         }
         Ok(())
@@ -2172,16 +2329,8 @@ impl Sim {
 /// 3. Reads never go up: one that ended before another began saw as much.
 /// 4. A "sold out" needs `initial` buys begun before it ended; after it
 ///    ended, every read sees 0.
-fn check_linearizable(
-    item: u32,
-    initial: i64,
-    history: &[Completed],
-    check_reads: bool,
-) -> Result<(), String> {
-    let ops: Vec<&Completed> = history
-        .iter()
-        .filter(|c| c.item == item && (check_reads || !matches!(c.what, Completion::Read(_))))
-        .collect();
+fn check_linearizable(item: u32, initial: i64, history: &[Completed]) -> Result<(), String> {
+    let ops: Vec<&Completed> = history.iter().filter(|c| c.item == item).collect();
     let bought: Vec<&&Completed> = ops
         .iter()
         .filter(|c| matches!(c.what, Completion::Bought))
@@ -2271,7 +2420,7 @@ mod tests {
             op(21, 22, Completion::SoldOut),
             op(23, 24, Completion::Read(0)),
         ];
-        assert_eq!(check_linearizable(1, 2, &history, true), Ok(()));
+        assert_eq!(check_linearizable(1, 2, &history), Ok(()));
     }
 
     #[test]
@@ -2280,7 +2429,7 @@ mod tests {
             op(0, 10, Completion::Bought),
             op(11, 12, Completion::Read(2)),
         ];
-        assert!(check_linearizable(1, 2, &history, true).is_err());
+        assert!(check_linearizable(1, 2, &history).is_err());
     }
 
     #[test]
@@ -2290,7 +2439,7 @@ mod tests {
             op(1, 2, Completion::Read(1)),
             op(3, 4, Completion::Read(2)),
         ];
-        assert!(check_linearizable(1, 2, &history, true).is_err());
+        assert!(check_linearizable(1, 2, &history).is_err());
     }
 
     #[test]
@@ -2299,7 +2448,7 @@ mod tests {
             op(0, 10, Completion::Bought),
             op(11, 12, Completion::SoldOut),
         ];
-        assert!(check_linearizable(1, 2, &history, true).is_err());
+        assert!(check_linearizable(1, 2, &history).is_err());
     }
 
     #[test]
@@ -2307,7 +2456,7 @@ mod tests {
         let config = SimConfig {
             seed: 7,
             full_trace: true,
-            check_reads: true,
+            skip_read_confirmation: false,
         };
         let trace = |r: Result<SimReport, Box<Failure>>| match r {
             Ok(report) => format!("{report:?}"),

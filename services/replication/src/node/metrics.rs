@@ -1,5 +1,6 @@
 //! What a replicated member measures: its phase, epoch and applied index,
-//! batch sizes (how well group commit works), promotions and resyncs.
+//! batch sizes (how well group commit works), promotions, resyncs and
+//! linearizable reads.
 
 use bookstore_core::cluster::{Ordinal, Role};
 use bookstore_core::metrics::Metrics;
@@ -17,6 +18,8 @@ pub(super) struct ReplicationMetrics {
     pub resyncs: IntCounter,
     pub resync_failures: IntCounter,
     pub resync_duration: Histogram,
+    pub linearizable_reads: IntCounter,
+    pub linearizable_reads_refused: IntCounter,
 }
 
 impl ReplicationMetrics {
@@ -84,7 +87,24 @@ impl ReplicationMetrics {
                 "Time to fetch and install a snapshot.",
                 vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0],
             ),
+            linearizable_reads: counter(
+                "bookstore_replication_linearizable_reads_total",
+                "Linearizable reads this member served as primary.",
+            ),
+            linearizable_reads_refused: counter(
+                "bookstore_replication_linearizable_reads_refused_total",
+                "Linearizable reads refused because leadership could not be confirmed.",
+            ),
         }
+    }
+
+    pub fn observe_confirmed_reads(&self, reads: usize, served: bool) {
+        let counter = if served {
+            &self.linearizable_reads
+        } else {
+            &self.linearizable_reads_refused
+        };
+        counter.inc_by(reads as u64);
     }
 
     pub fn observe_state(&self, phase: Phase, epoch: u64, applied: u64) {

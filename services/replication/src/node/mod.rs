@@ -22,6 +22,9 @@
 //!    the in-sync set through the coordinator before anything is
 //!    acknowledged.
 //! 4. Publish the new state to readers, then answer every write of the batch.
+//! 5. Serve the linearizable reads that arrived before the batch was sent
+//!    (raft's ReadIndex; a round of reads alone sends an empty batch): the
+//!    acknowledgements prove no newer primary existed when they arrived.
 
 mod membership;
 pub mod messages;
@@ -257,6 +260,29 @@ impl<M: StateMachine> Node<M> {
         // Read the index first: the view may be newer, never older.
         let index = self.shared.applied.load(Ordering::Acquire);
         Ok((index, read(&self.shared.view)))
+    }
+
+    /// Reads the published state linearizably, with the log index it is at:
+    /// only on the primary, after a batch sent after this call has settled
+    /// (an empty one if no write is waiting), so it never answers from a
+    /// leadership it has lost (see `MemberCore::confirm_reads`). A member
+    /// that is not the primary refuses with `not_primary`; a primary that
+    /// cannot confirm its leadership with `unconfirmed`.
+    pub async fn read_linearizable<R: Send + 'static>(
+        &self,
+        read: impl FnOnce(&M::View) -> R + Send + 'static,
+    ) -> Result<(LogIndex, R), MemberError> {
+        self.shared.lock_core().take_linearizable_read()?;
+        let (reply, answer) = oneshot::channel();
+        let read: writer::ConfirmedRead<M> = Box::new(move |state| {
+            let _ = reply.send(state.map(|(index, view)| (index, read(view))));
+        });
+        self.shared
+            .writer
+            .send(WriterOp::Read { read })
+            .await
+            .map_err(|_| writer_gone())?;
+        answer.await.map_err(|_| writer_gone())?
     }
 
     /// Fails with 503 while the member is shut down by fault injection; the

@@ -74,10 +74,15 @@ pub enum Refusal {
     /// Fault injection: the member plays dead.
     #[error("this member is shut down (fault injection); POST /peer/recover")]
     ShutDown,
+    /// A linearizable read reached a primary that could not confirm it still
+    /// leads: a replica did not acknowledge the confirming batch, or this
+    /// member was deposed meanwhile. Retry (at the primary the topology names).
+    #[error("the primary could not confirm that it still leads; retry")]
+    Unconfirmed,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 8] = [
+    const ALL: [Refusal; 9] = [
         Refusal::StaleEpoch,
         Refusal::NotFollowingYou,
         Refusal::WasPrimary,
@@ -86,6 +91,7 @@ impl Refusal {
         Refusal::NotPrimary,
         Refusal::NotALearner,
         Refusal::ShutDown,
+        Refusal::Unconfirmed,
     ];
 
     /// The stable code this refusal has on the wire.
@@ -99,6 +105,7 @@ impl Refusal {
             Refusal::NotPrimary => "not_primary",
             Refusal::NotALearner => "not_a_learner",
             Refusal::ShutDown => "shut_down",
+            Refusal::Unconfirmed => "unconfirmed",
         }
     }
 
@@ -334,6 +341,39 @@ impl MemberCore {
                 .filter(|p| p.ordinal != self.me)
                 .map(|p| Some(p.peer.clone()))
                 .ok_or(Refusal::NotPrimary),
+        }
+    }
+
+    /// Whether a linearizable read may be taken here: only the primary
+    /// serves one (others refuse with `NotPrimary`, so the caller goes to
+    /// the primary the topology names), and only once a batch sent after
+    /// the read arrived has settled, see [`MemberCore::confirm_reads`].
+    pub fn take_linearizable_read(&self) -> Result<(), Refusal> {
+        match self.phase {
+            Phase::Leading => Ok(()),
+            Phase::ShutDown => Err(Refusal::ShutDown),
+            _ => Err(Refusal::NotPrimary),
+        }
+    }
+
+    /// A batch sent after some linearizable reads arrived has settled
+    /// without error (every in-sync replica acknowledged it, or the
+    /// coordinator agreed at this leadership to drop the ones that failed):
+    /// serve the reads from the state published with it, if this member
+    /// still leads.
+    ///
+    /// Why that makes them linearizable (raft's ReadIndex, with the in-sync
+    /// set in place of a quorum): the coordinator elects a new primary only
+    /// from the in-sync set, which only shrinks without this primary's say
+    /// (or grows through a learner it still sends to). A member elected
+    /// after the read arrived would have refused the batch as stale, and
+    /// the coordinator would have refused the change; so no write was
+    /// acknowledged elsewhere that this state lacks. A paused or cut-off
+    /// primary that wakes up thus never answers from its old state.
+    pub fn confirm_reads(&self) -> Result<(), Refusal> {
+        match self.phase {
+            Phase::Leading => Ok(()),
+            _ => Err(Refusal::Unconfirmed),
         }
     }
 

@@ -30,6 +30,12 @@ use crate::topology::{AlterInSync, LogIndex};
 
 type Reply<T> = oneshot::Sender<Result<T, MemberError>>;
 
+/// A linearizable read, run by the writer against the published state (with
+/// the index it is at) once a batch sent after the read arrived has settled,
+/// or handed the refusal (see [`super::state::MemberCore::confirm_reads`]).
+pub(super) type ConfirmedRead<M> =
+    Box<dyn FnOnce(Result<(LogIndex, &<M as StateMachine>::View), MemberError>) + Send>;
+
 /// The work the writer does, one at a time.
 pub(super) enum WriterOp<M: StateMachine> {
     /// A write to execute as primary.
@@ -37,6 +43,8 @@ pub(super) enum WriterOp<M: StateMachine> {
         command: M::Command,
         reply: Reply<M::Output>,
     },
+    /// A linearizable read to serve as primary, after the next batch.
+    Read { read: ConfirmedRead<M> },
     /// A batch from the primary to apply as replica or learner.
     Replicate {
         request: ReplicateRequest<M::Command>,
@@ -61,6 +69,33 @@ pub(super) enum WriterOp<M: StateMachine> {
     Digest {
         reply: oneshot::Sender<(LogIndex, String)>,
     },
+}
+
+/// What one batch carries: the writes gathered for it (group commit) and
+/// the linearizable reads it confirms.
+struct Round<M: StateMachine> {
+    writes: Vec<(M::Command, Reply<M::Output>)>,
+    reads: Vec<ConfirmedRead<M>>,
+}
+
+impl<M: StateMachine> Default for Round<M> {
+    fn default() -> Self {
+        Self {
+            writes: Vec::new(),
+            reads: Vec::new(),
+        }
+    }
+}
+
+impl<M: StateMachine> Round<M> {
+    /// Adds a write or a read; the caller passes nothing else.
+    fn take(&mut self, op: WriterOp<M>) {
+        match op {
+            WriterOp::Submit { command, reply } => self.writes.push((command, reply)),
+            WriterOp::Read { read } => self.reads.push(read),
+            _ => unreachable!("a round takes only writes and reads"),
+        }
+    }
 }
 
 /// The database and the working state; only the writer touches them.
@@ -109,12 +144,15 @@ impl<M: StateMachine> Writer<M> {
         let mut next = ops.recv().await;
         while let Some(op) = next.take() {
             match op {
-                WriterOp::Submit { command, reply } => {
-                    let mut batch = vec![(command, reply)];
-                    // Group commit: take every write already waiting.
-                    while batch.len() < MAX_BATCH {
+                op @ (WriterOp::Submit { .. } | WriterOp::Read { .. }) => {
+                    let mut round = Round::default();
+                    round.take(op);
+                    // Group commit: take every write and read already waiting.
+                    while round.writes.len() < MAX_BATCH {
                         match ops.try_recv() {
-                            Ok(WriterOp::Submit { command, reply }) => batch.push((command, reply)),
+                            Ok(op @ (WriterOp::Submit { .. } | WriterOp::Read { .. })) => {
+                                round.take(op)
+                            }
                             Ok(other) => {
                                 next = Some(other);
                                 break;
@@ -122,7 +160,7 @@ impl<M: StateMachine> Writer<M> {
                             Err(_) => break,
                         }
                     }
-                    self.lead(batch).await;
+                    self.lead(round).await;
                 }
                 WriterOp::Replicate { request, reply } => {
                     let _ = reply.send(self.follow(request).await);
@@ -155,18 +193,25 @@ impl<M: StateMachine> Writer<M> {
         f(&mut db)
     }
 
-    /// Steps 2-4 of a primary's write (see the module comment of `node`).
-    async fn lead(&mut self, batch: Vec<(M::Command, Reply<M::Output>)>) {
+    /// Steps 2-4 of a primary's write (see the module comment of `node`),
+    /// then the reads that arrived before the batch was sent. A round with
+    /// reads only sends an empty batch: it touches no disk, but every
+    /// in-sync replica must still acknowledge it at this leadership.
+    async fn lead(&mut self, round: Round<M>) {
+        let Round { writes, reads } = round;
         let leadership = match self.shared.with_core(|core| core.lead()) {
             Ok(leadership) => leadership,
             Err(refusal) => {
-                for (_, reply) in batch {
+                for (_, reply) in writes {
                     let _ = reply.send(Err(refusal.into()));
+                }
+                for read in reads {
+                    read(Err(refusal.into()));
                 }
                 return;
             }
         };
-        let (commands, replies): (Vec<_>, Vec<_>) = batch.into_iter().unzip();
+        let (commands, replies): (Vec<_>, Vec<_>) = writes.into_iter().unzip();
         let first = self.position.applied + 1;
         let entries: Vec<Entry<M::Command>> = commands
             .iter()
@@ -183,20 +228,38 @@ impl<M: StateMachine> Writer<M> {
             entries,
         });
         let targets = leadership.targets.clone();
-        self.shared
-            .metrics
-            .batch_size
-            .observe(commands.len() as f64);
 
-        let position = self.next_position(&request, leadership.topology.epoch);
-        let local = apply_batch(self.db.clone(), request.clone(), position, false);
+        let writes_anything = !commands.is_empty();
+        if writes_anything {
+            self.shared
+                .metrics
+                .batch_size
+                .observe(commands.len() as f64);
+        }
+        let position = if writes_anything {
+            self.next_position(&request, leadership.topology.epoch)
+        } else {
+            self.position
+        };
+        let local = async {
+            if writes_anything {
+                apply_batch(self.db.clone(), request.clone(), position, false).await
+            } else {
+                Ok(Vec::new())
+            }
+        };
         let remote = replicate(
             self.shared.replication_peers.clone(),
             targets,
             request.clone(),
             format!("{}-replica", self.shared.config.tier),
         );
-        let hook = (self.on_commit)(position.applied, &commands);
+        let hook = writes_anything.then(|| (self.on_commit)(position.applied, &commands));
+        let hook = async {
+            if let Some(hook) = hook {
+                hook.await;
+            }
+        };
         let (local, remote, ()) = tokio::join!(local, remote, hook);
         let outputs = match local {
             Ok(outputs) => outputs,
@@ -204,14 +267,17 @@ impl<M: StateMachine> Writer<M> {
         };
         self.position = position;
         let outcome = self.settle_replication(remote, &leadership).await;
-        // Readers see the batch only now: it is durable on every in-sync
-        // member (or, on failure, at least committed here and never answered).
-        // The index readers get moves only after the view: a read must never
-        // pair the new index with the old state, or the cache could take that
-        // old state as being as new as the batch's invalidation.
-        self.with_db(|db| db.machine.publish());
-        self.shared.set_applied(position.applied, position.epoch);
-        match outcome {
+        if writes_anything {
+            // Readers see the batch only now: it is durable on every in-sync
+            // member (or, on failure, at least committed here and never
+            // answered). The index readers get moves only after the view: a
+            // read must never pair the new index with the old state, or the
+            // cache could take that old state as being as new as the batch's
+            // invalidation.
+            self.with_db(|db| db.machine.publish());
+            self.shared.set_applied(position.applied, position.epoch);
+        }
+        match &outcome {
             Ok(()) => {
                 for (reply, output) in replies.into_iter().zip(outputs) {
                     let _ = reply.send(Ok(output));
@@ -222,6 +288,30 @@ impl<M: StateMachine> Writer<M> {
                     let _ = reply.send(Err(ApiError::Unavailable(error.clone()).into()));
                 }
             }
+        }
+        self.serve_reads(reads, outcome.is_ok());
+    }
+
+    /// Serves the reads of a round whose batch has settled (`confirmed`:
+    /// without error) from the state just published, or refuses them.
+    fn serve_reads(&self, reads: Vec<ConfirmedRead<M>>, confirmed: bool) {
+        if reads.is_empty() {
+            return;
+        }
+        let verdict = if confirmed {
+            self.shared.lock_core().confirm_reads()
+        } else {
+            Err(super::state::Refusal::Unconfirmed)
+        };
+        self.shared
+            .metrics
+            .observe_confirmed_reads(reads.len(), verdict.is_ok());
+        for read in reads {
+            read(
+                verdict
+                    .map(|()| (self.position.applied, &*self.shared.view))
+                    .map_err(MemberError::from),
+            );
         }
     }
 

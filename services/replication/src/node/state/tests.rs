@@ -719,3 +719,121 @@ fn a_learner_in_doubt_that_missed_a_batch_is_never_admitted_on_that_registration
         "it may lack the batch it missed"
     );
 }
+
+// ---- Linearizable reads (ReadIndex over the in-sync set). ----
+
+/// An empty batch from `from`: what a round of reads alone sends.
+fn confirming_batch(epoch: Epoch, from: PrimaryId) -> BatchHeader {
+    BatchHeader {
+        epoch,
+        primary: from,
+        first: None,
+        last: None,
+    }
+}
+
+#[test]
+fn linearizable_reads_are_taken_by_the_primary_alone() {
+    assert_eq!(leading_primary().take_linearizable_read(), Ok(()));
+    assert_eq!(
+        following_replica().take_linearizable_read(),
+        Err(Refusal::NotPrimary)
+    );
+    assert_eq!(
+        MemberCore::new(TIER, 1, 20).take_linearizable_read(),
+        Err(Refusal::NotPrimary),
+        "a joiner"
+    );
+    let mut shut = leading_primary();
+    shut.shut_down();
+    assert_eq!(shut.take_linearizable_read(), Err(Refusal::ShutDown));
+}
+
+#[test]
+fn reads_are_confirmed_when_every_in_sync_replica_acknowledged_the_batch() {
+    let mut core = leading_primary();
+    let leadership = core.lead().expect("leading");
+    let results = vec![(leadership.targets[0].clone(), SendOutcome::Acked)];
+    assert_eq!(core.settle(&leadership, &results), Settlement::Done);
+    assert_eq!(core.confirm_reads(), Ok(()));
+}
+
+#[test]
+fn an_in_sync_replica_acknowledges_an_empty_confirming_batch_without_applying_it() {
+    let mut core = following_replica();
+    assert_eq!(
+        core.accept_batch(confirming_batch(3, primary(0, 10)), 7),
+        Ok(BatchPlan::AlreadyApplied)
+    );
+    assert_eq!(core.phase(), Phase::Following);
+}
+
+/// The fault ReadIndex is for: primary 0 was paused, the coordinator made
+/// replica 1 primary at epoch 4, and 0 wakes up with a read before it has
+/// heard. Its confirming batch reaches 1, which refuses it as stale; 0 is
+/// deposed and the read is refused instead of answered from its old state.
+#[test]
+fn a_woken_primary_whose_replica_leads_a_newer_epoch_refuses_the_read_as_unconfirmed() {
+    let mut replica = following_replica();
+    replica.adopt(topology(4, Some(1), &[(0, 10, false), (1, 20, true)]));
+    replica.promotion_ready(4);
+    assert_eq!(replica.phase(), Phase::Leading);
+    let refusal = replica
+        .accept_batch(confirming_batch(3, primary(0, 10)), 7)
+        .expect_err("a batch of the deposed primary's epoch");
+    assert_eq!(refusal, Refusal::StaleEpoch);
+
+    let mut woken = leading_primary();
+    assert_eq!(
+        woken.take_linearizable_read(),
+        Ok(()),
+        "it does not know yet"
+    );
+    let leadership = woken.lead().expect("still leading as far as it knows");
+    let results = vec![(leadership.targets[0].clone(), SendOutcome::Refused(refusal))];
+    assert_eq!(woken.settle(&leadership, &results), Settlement::Deposed);
+    assert_eq!(woken.phase(), Phase::Fenced);
+    assert_eq!(woken.confirm_reads(), Err(Refusal::Unconfirmed));
+}
+
+#[test]
+fn reads_are_confirmed_once_the_coordinator_drops_a_replica_that_failed_the_batch() {
+    let mut core = leading_primary();
+    let leadership = core.lead().expect("leading");
+    let results = vec![(leadership.targets[0].clone(), SendOutcome::Failed)];
+    assert!(matches!(
+        core.settle(&leadership, &results),
+        Settlement::AlterInSync(_)
+    ));
+    core.in_sync_altered(AlterAnswer::Changed(topology(
+        4,
+        Some(0),
+        &[(0, 10, true), (1, 20, false)],
+    )));
+    assert_eq!(core.confirm_reads(), Ok(()));
+}
+
+#[test]
+fn reads_are_refused_when_the_coordinator_refuses_the_in_sync_change_as_stale() {
+    let mut core = leading_primary();
+    let leadership = core.lead().expect("leading");
+    let results = vec![(leadership.targets[0].clone(), SendOutcome::Failed)];
+    assert!(matches!(
+        core.settle(&leadership, &results),
+        Settlement::AlterInSync(_)
+    ));
+    core.in_sync_altered(AlterAnswer::Stale { asked: 3 });
+    assert_eq!(core.phase(), Phase::Fenced);
+    assert_eq!(core.confirm_reads(), Err(Refusal::Unconfirmed));
+}
+
+#[test]
+fn refusal_unconfirmed_travels_as_its_code_and_is_retried_later_not_as_a_conflict() {
+    assert_eq!(Refusal::Unconfirmed.code(), "unconfirmed");
+    assert_eq!(
+        Refusal::from_code("unconfirmed"),
+        Some(Refusal::Unconfirmed)
+    );
+    assert!(!Refusal::Unconfirmed.is_conflict());
+    assert!(!Refusal::Unconfirmed.deposes_sender());
+}
