@@ -27,6 +27,11 @@
 //! another order; a stock change acknowledged at a stale epoch as stock
 //! that was never taken.
 //!
+//! A faulted catalog primary is also sent linearizable reads
+//! (`consistency=linearizable`) of the witness book after the new primary
+//! has taken one: when it wakes up (or recovers) it must refuse them or
+//! answer with the stock that take left, never with its old stock.
+//!
 //! The tests print what they measure (failover time, buys during the fault,
 //! the longest gap between two successful buys) and assert nothing on it.
 
@@ -288,6 +293,10 @@ async fn primary_fault_under_load(tier: Role, fault: Fault) {
     .await
     .unwrap_or_else(|| panic!("no other member of {tier} took over from {}", victim.name()));
     let first_success = load.first_success_after(faulted_at, FAILOVER_LIMIT).await;
+    let read_witnesses = match tier {
+        Role::Catalog => Some(send_read_witnesses(&up, victim, plans[0].buy_deadline).await),
+        _ => None,
+    };
     tokio::time::sleep(BUYS_ON_THE_NEW_PRIMARY).await;
     let figures = FaultFigures {
         watched: faulted_at.elapsed(),
@@ -318,6 +327,10 @@ async fn primary_fault_under_load(tier: Role, fault: Fault) {
     if fault == Fault::CutOff {
         check_cut_off_refused_everything(victim, &answers);
     }
+    let read_fence_take = match read_witnesses {
+        Some(reads) => Some(check_no_stale_read(victim, reads).await),
+        None => None,
+    };
     let witness_outcome = resolve_witnesses(&up, &plans[1], answers).await;
     on_blocking(&up, |up| wait_until(FAILOVER_LIMIT, || up.all_healthy()))
         .await
@@ -328,7 +341,8 @@ async fn primary_fault_under_load(tier: Role, fault: Fault) {
 
     // 4. After recovery: every invariant, the witnesses' answers included,
     //    and the old primary back in sync at a newer epoch.
-    let Witnessed { buys, takes } = witness_outcome;
+    let Witnessed { buys, mut takes } = witness_outcome;
+    takes.extend(read_fence_take);
     ledger.absorb(buys);
     check_invariants(&up, &plans[0], &ledger, None).await;
     check_witness_takes(&up.frontend(), &takes).await;
@@ -537,8 +551,10 @@ async fn resolve_witnesses(up: &UpProcess, plan: &LoadPlan, answers: Vec<Witness
                 witnessed.takes.push(stock_after_take(body));
             }
             (WITNESS_ITEM, _) => {
+                let urls = catalog_update_urls(up, None);
                 let body =
-                    take_until_taken(up, &http, &witness.request_id, plan.buy_deadline).await;
+                    take_until_taken(up, &http, &urls, &witness.request_id, plan.buy_deadline)
+                        .await;
                 witnessed.takes.push(stock_after_take(&body));
             }
             (item, first) => {
@@ -575,21 +591,25 @@ fn stock_after_take(body: &Value) -> u64 {
         .unwrap_or_else(|| panic!("a take answered without the stock: {body}"))
 }
 
-/// Retries the take under `request_id` at each catalog member in turn until
-/// one answers that it was taken.
+/// The update URL of every catalog member but `except`.
+fn catalog_update_urls(up: &UpProcess, except: Option<Victim>) -> Vec<String> {
+    up.cluster
+        .members
+        .iter()
+        .filter(|m| m.role == Role::Catalog && except.is_none_or(|v| v.ordinal != m.ordinal))
+        .map(|m| format!("{}/peer/catalog/update", m.peer_url()))
+        .collect()
+}
+
+/// Retries the take under `request_id` at each of `urls` in turn until one
+/// answers that it was taken.
 async fn take_until_taken(
     up: &UpProcess,
     http: &reqwest::Client,
+    urls: &[String],
     request_id: &str,
     deadline: Duration,
 ) -> Value {
-    let urls: Vec<String> = up
-        .cluster
-        .members
-        .iter()
-        .filter(|m| m.role == Role::Catalog)
-        .map(|m| format!("{}/peer/catalog/update", m.peer_url()))
-        .collect();
     let token = up.peer_token();
     let started = Instant::now();
     let mut last = String::new();
@@ -617,6 +637,112 @@ async fn take_until_taken(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the take {request_id} got no definite answer within {deadline:?}: {last}");
+}
+
+/// Linearizable reads of [`WITNESS_ITEM`] sent straight to the faulted
+/// catalog primary, after the rest of the tier took one of it.
+struct ReadWitnesses {
+    /// The stock the take left: no later read may see more.
+    stock_after_take: u64,
+    reads: tokio::task::JoinSet<Witness>,
+}
+
+const READ_WITNESSES: u64 = 8;
+
+/// Takes one [`WITNESS_ITEM`] through the members that took over (the
+/// victim left out: a paused one would hold the request), then sends
+/// [`READ_WITNESSES`] linearizable reads of it to the victim's public port.
+async fn send_read_witnesses(up: &UpProcess, victim: Victim, deadline: Duration) -> ReadWitnesses {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .expect("an HTTP client");
+    let urls = catalog_update_urls(up, Some(victim));
+    let request_id = format!("read-fence-{}", victim.name());
+    let body = take_until_taken(up, &http, &urls, &request_id, deadline).await;
+    let stock_after_take = stock_after_take(&body);
+    let public = up
+        .cluster
+        .member(victim.tier, victim.ordinal)
+        .and_then(|m| m.public_url())
+        .expect("the victim's public address");
+    let url = format!("{public}/query_by_item?item_number={WITNESS_ITEM}&consistency=linearizable");
+    let http = reqwest::Client::builder()
+        .timeout(WITNESS_TIMEOUT)
+        .build()
+        .expect("an HTTP client");
+    let mut reads = tokio::task::JoinSet::new();
+    for n in 0..READ_WITNESSES {
+        let request = http.get(&url);
+        reads.spawn(async move {
+            let sent = Instant::now();
+            let (status, body) = match request.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    (Some(status), response.json().await.unwrap_or_default())
+                }
+                Err(error) => (None, Value::String(format!("{error:?}"))),
+            };
+            Witness {
+                item: WITNESS_ITEM,
+                request_id: format!("read-{n}"),
+                sent,
+                status,
+                body,
+            }
+        });
+    }
+    ReadWitnesses {
+        stock_after_take,
+        reads,
+    }
+}
+
+/// The woken (or recovered) victim refused every linearizable read, with a
+/// typed reason, or answered it with at most the stock the take left.
+/// Returns that stock, to account for the take.
+async fn check_no_stale_read(victim: Victim, witnesses: ReadWitnesses) -> u64 {
+    let ReadWitnesses {
+        stock_after_take,
+        reads,
+    } = witnesses;
+    let answers = collect_witnesses(reads).await;
+    println!(
+        "linearizable reads sent to {} after the take left {stock_after_take}: {}",
+        victim.name(),
+        describe(&answers)
+    );
+    for read in &answers {
+        match read.status {
+            Some(200) => {
+                let stock = read.body["value"]["stock"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("a read answered without the stock: {}", read.body));
+                assert!(
+                    stock <= stock_after_take,
+                    "{} served a stale linearizable read: stock {stock} after a take left \
+                     {stock_after_take}",
+                    victim.name()
+                );
+            }
+            Some(409 | 503) => {
+                let code = read.body["error"]["code"].as_str().unwrap_or_default();
+                assert!(
+                    ["not_primary", "unconfirmed", "shut_down"].contains(&code),
+                    "{} refused a linearizable read without a typed reason: {}",
+                    victim.name(),
+                    read.body
+                );
+            }
+            _ => panic!(
+                "{} answered a linearizable read with {:?}: {}",
+                victim.name(),
+                read.status,
+                read.body
+            ),
+        }
+    }
+    stock_after_take
 }
 
 /// Every witness took exactly one [`WITNESS_ITEM`], once: the stock is down

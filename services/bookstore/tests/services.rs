@@ -333,6 +333,59 @@ async fn a_retried_buy_with_the_same_request_id_buys_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn linearizable_lookups_are_served_by_the_catalog_primary_alone() {
+    let store = Store::start(default_books()).await;
+    let before = store.stock(2).await;
+    store.buy(2).await;
+    let (status, body) = store
+        .get("/lookup?item_number=2&consistency=linearizable")
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["result"]["stock"], before - 1, "{body}");
+    let (_, default) = store.get("/lookup?item_number=2").await;
+    assert_eq!(body, default, "the same answer as a default lookup at rest");
+
+    // Straight to the catalog members: the primary serves it; the replica
+    // refuses with the typed reason.
+    let read = |ordinal: u32| {
+        let public = store
+            .cluster
+            .member(Role::Catalog, ordinal)
+            .and_then(|m| m.public_url())
+            .expect("a catalog member");
+        let http = store.http.clone();
+        async move {
+            let response = http
+                .get(format!(
+                    "{public}/query_by_item?item_number=2&consistency=linearizable"
+                ))
+                .send()
+                .await
+                .expect("request");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let answers = [read(0).await, read(1).await];
+    let (served, refused): (Vec<_>, Vec<_>) =
+        answers.iter().partition(|(status, _)| *status == 200);
+    assert_eq!((served.len(), refused.len()), (1, 1), "{answers:?}");
+    assert_eq!(served[0].1["value"]["stock"], before - 1, "{answers:?}");
+    assert_eq!(refused[0].0, 409, "{answers:?}");
+    assert_eq!(refused[0].1["error"]["code"], "not_primary", "{answers:?}");
+
+    let (status, body) = store.get("/lookup?item_number=2&consistency=strong").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = store
+        .get("/search?topic=distributed+systems&consistency=linearizable")
+        .await;
+    assert_eq!(status, 400, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_input_gets_a_4xx_with_a_json_error() {
     let store = Store::start(default_books()).await;
     let long_topic = format!("/search?topic={}", "a".repeat(5000));
