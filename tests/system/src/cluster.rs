@@ -7,9 +7,12 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::{Api, Client, Config};
 
 /// The workspace root (this crate is `tests/system`).
 pub fn repo_root() -> PathBuf {
@@ -109,7 +112,62 @@ impl Cluster {
             }
         }
         run(&mut build);
-        run(&mut Command::new(self.root.join("tests/cluster/images.sh")));
+        // The binaries are where cargo put them (CARGO_TARGET_DIR, if set);
+        // the images go to this checkout's cluster.
+        let release = cargo_target_dir(&self.root).join("release");
+        for (image, binary) in [
+            ("bookstore", "bookstore"),
+            ("operator", "bookstore-operator"),
+        ] {
+            run(Command::new(self.root.join("tests/cluster/images.sh"))
+                .arg(image)
+                .arg(release.join(binary)));
+        }
+    }
+
+    /// Installs the chart from this checkout as release `bookstore` in
+    /// `namespace`, with the images imported here and `sets` (`key=value`),
+    /// and waits until one operator replica is Ready: the leader. (Only the
+    /// leader is Ready, so with two replicas waiting for all would never end.)
+    pub async fn install_chart(&self, namespace: &str, sets: &[&str]) {
+        let chart = self.root.join("charts/bookstore");
+        let mut args = vec![
+            "install".to_owned(),
+            "bookstore".to_owned(),
+            chart.to_string_lossy().into_owned(),
+            "--namespace".to_owned(),
+            namespace.to_owned(),
+            "--create-namespace".to_owned(),
+            "--set".to_owned(),
+            "image.pullPolicy=Never".to_owned(),
+        ];
+        for set in sets {
+            args.extend(["--set".to_owned(), (*set).to_owned()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.helm(&args);
+        let pods = Api::<Pod>::namespaced(self.client().await, namespace);
+        crate::eventually(
+            "an operator replica is Ready (the leader)",
+            Duration::from_secs(180),
+            || async {
+                let list = pods.list(&ListParams::default()).await.ok()?;
+                list.items.iter().any(pod_is_ready).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Uninstalls release `bookstore` from `namespace`, if it is there.
+    pub fn uninstall_chart(&self, namespace: &str) {
+        self.helm(&[
+            "uninstall",
+            "bookstore",
+            "--namespace",
+            namespace,
+            "--ignore-not-found",
+            "--wait",
+        ]);
     }
 
     pub async fn client(&self) -> Client {
@@ -191,6 +249,28 @@ impl Drop for Cluster {
                 .status();
         }
     }
+}
+
+/// Where cargo puts this workspace's build output.
+fn cargo_target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|dir| {
+            if dir.is_absolute() {
+                dir
+            } else {
+                root.join(dir)
+            }
+        })
+        .unwrap_or_else(|| root.join("target"))
+}
+
+/// The pod's `Ready` condition is true.
+pub fn pod_is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 pub fn run(command: &mut Command) {

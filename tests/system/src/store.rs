@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use bookstore_operator::crd::{BookStore, BookStoreStatus, TierStatus};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use k8s_openapi::api::events::v1::Event;
 use kube::api::ListParams;
 use kube::{Api, Client};
+use serde_json::Value;
 
 use crate::eventually;
 
@@ -87,4 +88,70 @@ pub async fn peer_token(client: &Client, namespace: &str, store: &str, limit: Du
         },
     )
     .await
+}
+
+/// The store's frontend Service as this node reaches it (its ClusterIP).
+pub async fn frontend_url(client: &Client, namespace: &str, store: &str) -> String {
+    let services = Api::<Service>::namespaced(client.clone(), namespace);
+    let service = services
+        .get(&format!("{store}-frontend"))
+        .await
+        .expect("the frontend Service");
+    let ip = service
+        .spec
+        .and_then(|s| s.cluster_ip)
+        .expect("the frontend Service has a ClusterIP");
+    format!("http://{ip}:8000")
+}
+
+/// Every member of each replicated tier reports the same applied index and
+/// state digest (asked on its peer port, with the store's token).
+pub async fn check_replicas_identical(
+    client: &Client,
+    namespace: &str,
+    store: &str,
+    limit: Duration,
+) {
+    let token = peer_token(client, namespace, store, limit).await;
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace);
+    let http = reqwest::Client::new();
+    for tier in ["catalog", "order"] {
+        let selector =
+            format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={tier}");
+        eventually(
+            &format!("the {tier} replicas are identical"),
+            Duration::from_secs(60),
+            || async {
+                let list = pods
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .ok()?;
+                let mut states = Vec::new();
+                for pod in &list.items {
+                    let ip = pod.status.as_ref()?.pod_ip.clone()?;
+                    let status: Value = http
+                        .get(format!("http://{ip}:9000/peer/status"))
+                        .header("x-bookstore-peer-token", &token)
+                        .send()
+                        .await
+                        .ok()?
+                        .json()
+                        .await
+                        .ok()?;
+                    states.push((status["applied_index"].clone(), status["digest"].clone()));
+                }
+                let identical = states.len() >= 2 && states.iter().all(|s| *s == states[0]);
+                if identical {
+                    println!(
+                        "{tier}: {} replicas at index {} with digest {}",
+                        states.len(),
+                        states[0].0,
+                        states[0].1
+                    );
+                }
+                identical.then_some(())
+            },
+        )
+        .await;
+    }
 }

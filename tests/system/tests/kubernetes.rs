@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use bookstore_operator::crd::{BookStore, BookStoreStatus};
 use bookstore_system_tests::cluster::{Cluster, Mode, run};
 use bookstore_system_tests::store;
-use bookstore_system_tests::store::{condition, peer_token, tier as tier_status};
+use bookstore_system_tests::store::{condition, tier as tier_status};
 use bookstore_system_tests::{
     BuyLoad, LoadPlan, check_every_order_is_readable, check_stock_matches_successes, eventually,
 };
@@ -34,7 +34,6 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod, Service};
 use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
-use serde_json::Value;
 
 mod prometheus;
 use prometheus::Prometheus;
@@ -70,7 +69,7 @@ async fn bookstore_on_kubernetes_end_to_end() {
 
     // Install as a user does: the chart, then a BookStore.
     remove_earlier_runs(&cluster);
-    install_chart(&cluster);
+    cluster.install_chart(OPERATOR_NAMESPACE, &[]).await;
     cluster.kubectl(&["create", "namespace", NAMESPACE]);
     let sample = sample_store();
     let name = sample.name_any();
@@ -96,7 +95,7 @@ async fn bookstore_on_kubernetes_end_to_end() {
     println!("{}", cluster.kubectl(&["get", "bs", "-n", NAMESPACE]));
 
     // The original's test cases, through the frontend Service.
-    let frontend = frontend_url(&client, &name).await;
+    let frontend = store::frontend_url(&client, NAMESPACE, &name).await;
     // Ready pods reach the Service's rules on the node a moment later
     // (kube-proxy syncs the endpoints): until then connections are refused.
     let http = reqwest::Client::new();
@@ -135,7 +134,7 @@ async fn bookstore_on_kubernetes_end_to_end() {
     .await;
     check_stock_matches_successes(&frontend, &plan, &ledger).await;
     check_every_order_is_readable(&frontend, &ledger).await;
-    check_replicas_identical(&client, &name).await;
+    store::check_replicas_identical(&client, NAMESPACE, &name, WAIT).await;
 
     // Metrics: every query of the dashboard answers from the real Prometheus
     // that scraped the store and the operator through all of the above.
@@ -193,7 +192,7 @@ async fn bookstore_on_kubernetes_end_to_end() {
         (left == 0).then_some(())
     })
     .await;
-    cluster.helm(&["uninstall", "bookstore", "-n", OPERATOR_NAMESPACE, "--wait"]);
+    cluster.uninstall_chart(OPERATOR_NAMESPACE);
     let deployments = Api::<Deployment>::namespaced(client.clone(), OPERATOR_NAMESPACE);
     eventually("the operator is gone", WAIT, || async {
         deployments
@@ -215,32 +214,8 @@ fn path(path: &Path) -> &str {
 /// A cluster that was already up may hold what an earlier run left.
 fn remove_earlier_runs(cluster: &Cluster) {
     cluster.delete_namespace(NAMESPACE);
-    cluster.helm(&[
-        "uninstall",
-        "bookstore",
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--ignore-not-found",
-        "--wait",
-    ]);
+    cluster.uninstall_chart(OPERATOR_NAMESPACE);
     prometheus::remove(cluster);
-}
-
-fn install_chart(cluster: &Cluster) {
-    let chart = cluster.root.join("charts/bookstore");
-    cluster.helm(&[
-        "install",
-        "bookstore",
-        path(&chart),
-        "--namespace",
-        OPERATOR_NAMESPACE,
-        "--create-namespace",
-        "--set",
-        "image.pullPolicy=Never",
-        "--wait",
-        "--timeout",
-        "180s",
-    ]);
 }
 
 /// The sample a user applies (`k8s/bookstore.yaml`).
@@ -263,19 +238,6 @@ fn store_manifest(sample: &BookStore, inventory: &str) -> String {
         config_map: None,
     });
     serde_yaml::to_string(&store).expect("a manifest")
-}
-
-async fn frontend_url(client: &Client, store: &str) -> String {
-    let services = Api::<Service>::namespaced(client.clone(), NAMESPACE);
-    let service = services
-        .get(&format!("{store}-frontend"))
-        .await
-        .expect("the frontend Service");
-    let ip = service
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("the frontend Service has a ClusterIP");
-    format!("http://{ip}:8000")
 }
 
 /// Deletes a tier's primary pod under load and follows the store through
@@ -352,53 +314,6 @@ async fn crash_primary(
         longest_gap.as_millis(),
         handed_back.as_millis()
     )
-}
-
-/// Every member of each replicated tier reports the same applied index and
-/// state digest (asked on its peer port, with the store's token).
-async fn check_replicas_identical(client: &Client, store: &str) {
-    let token = peer_token(client, NAMESPACE, store, WAIT).await;
-    let pods = Api::<Pod>::namespaced(client.clone(), NAMESPACE);
-    let http = reqwest::Client::new();
-    for tier in ["catalog", "order"] {
-        let selector =
-            format!("app.kubernetes.io/instance={store},app.kubernetes.io/component={tier}");
-        eventually(
-            &format!("the {tier} replicas are identical"),
-            Duration::from_secs(60),
-            || async {
-                let list = pods
-                    .list(&ListParams::default().labels(&selector))
-                    .await
-                    .ok()?;
-                let mut states = Vec::new();
-                for pod in &list.items {
-                    let ip = pod.status.as_ref()?.pod_ip.clone()?;
-                    let status: Value = http
-                        .get(format!("http://{ip}:9000/peer/status"))
-                        .header("x-bookstore-peer-token", &token)
-                        .send()
-                        .await
-                        .ok()?
-                        .json()
-                        .await
-                        .ok()?;
-                    states.push((status["applied_index"].clone(), status["digest"].clone()));
-                }
-                let identical = states.len() >= 2 && states.iter().all(|s| *s == states[0]);
-                if identical {
-                    println!(
-                        "{tier}: {} replicas at index {} with digest {}",
-                        states.len(),
-                        states[0].0,
-                        states[0].1
-                    );
-                }
-                identical.then_some(())
-            },
-        )
-        .await;
-    }
 }
 
 async fn wait_status(
