@@ -419,6 +419,27 @@ struct Witness {
     body: Value,
 }
 
+impl Witness {
+    /// Sends `request` and keeps its first answer (or that none came).
+    async fn send(request: reqwest::RequestBuilder, item: u64, request_id: String) -> Self {
+        let sent = Instant::now();
+        let (status, body) = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (Some(status), response.json().await.unwrap_or_default())
+            }
+            Err(error) => (None, Value::String(format!("{error:?}"))),
+        };
+        Self {
+            item,
+            request_id,
+            sent,
+            status,
+            body,
+        }
+    }
+}
+
 /// Sends [`WITNESSES`] requests to the victim: buys to an order primary's
 /// public port (non-scarce items of the plan, so the ledger accounts for
 /// them), stock takes of [`WITNESS_ITEM`] to a catalog primary's peer port.
@@ -458,23 +479,7 @@ fn send_witnesses(
                 )
             }
         };
-        witnesses.spawn(async move {
-            let sent = Instant::now();
-            let (status, body) = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    (Some(status), response.json().await.unwrap_or_default())
-                }
-                Err(error) => (None, Value::String(format!("{error:?}"))),
-            };
-            Witness {
-                item,
-                request_id,
-                sent,
-                status,
-                body,
-            }
-        });
+        witnesses.spawn(Witness::send(request, item, request_id));
     }
     witnesses
 }
@@ -673,24 +678,11 @@ async fn send_read_witnesses(up: &UpProcess, victim: Victim, deadline: Duration)
         .expect("an HTTP client");
     let mut reads = tokio::task::JoinSet::new();
     for n in 0..READ_WITNESSES {
-        let request = http.get(&url);
-        reads.spawn(async move {
-            let sent = Instant::now();
-            let (status, body) = match request.send().await {
-                Ok(response) => {
-                    let status = response.status().as_u16();
-                    (Some(status), response.json().await.unwrap_or_default())
-                }
-                Err(error) => (None, Value::String(format!("{error:?}"))),
-            };
-            Witness {
-                item: WITNESS_ITEM,
-                request_id: format!("read-{n}"),
-                sent,
-                status,
-                body,
-            }
-        });
+        reads.spawn(Witness::send(
+            http.get(&url),
+            WITNESS_ITEM,
+            format!("read-{n}"),
+        ));
     }
     ReadWitnesses {
         stock_after_take,

@@ -92,16 +92,21 @@ pub async fn peer_token(client: &Client, namespace: &str, store: &str, limit: Du
 
 /// The store's frontend Service as this node reaches it (its ClusterIP).
 pub async fn frontend_url(client: &Client, namespace: &str, store: &str) -> String {
+    service_url(client, namespace, &format!("{store}-frontend"), 8000).await
+}
+
+/// `http://CLUSTER-IP:port` of a Service, as this node reaches it.
+pub async fn service_url(client: &Client, namespace: &str, name: &str, port: u16) -> String {
     let services = Api::<Service>::namespaced(client.clone(), namespace);
     let service = services
-        .get(&format!("{store}-frontend"))
+        .get(name)
         .await
-        .expect("the frontend Service");
+        .unwrap_or_else(|error| panic!("the Service {namespace}/{name}: {error}"));
     let ip = service
         .spec
         .and_then(|s| s.cluster_ip)
-        .expect("the frontend Service has a ClusterIP");
-    format!("http://{ip}:8000")
+        .unwrap_or_else(|| panic!("the Service {namespace}/{name} has no ClusterIP"));
+    format!("http://{ip}:{port}")
 }
 
 /// Every member of each replicated tier reports the same applied index and

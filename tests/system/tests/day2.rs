@@ -251,20 +251,8 @@ impl<'a> Day2<'a> {
     /// The coordinator's topology changes since `since_ms` (Unix ms), from
     /// the leading operator (`/stores/{ns}/{name}/coordinator/history`).
     async fn history_since(&self, since_ms: u64) -> Vec<Value> {
-        let url = format!(
-            "{}/stores/{NAMESPACE}/{STORE}/coordinator/history",
-            operator_url(&self.client).await
-        );
-        let history: Vec<Value> = eventually("the coordinator's history", WAIT, || async {
-            self.http
-                .get(&url)
-                .header("x-bookstore-peer-token", &self.token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()
+        let history: Vec<Value> = eventually("the coordinator's history", WAIT, || {
+            self.coordinator_get("history")
         })
         .await;
         history
@@ -511,8 +499,14 @@ impl<'a> Day2<'a> {
     }
 
     async fn topologies(&self) -> Option<Vec<Value>> {
+        self.coordinator_get("topology").await
+    }
+
+    /// `GET /stores/{ns}/{name}/coordinator/{what}` from the leading
+    /// operator, with the store's token.
+    async fn coordinator_get(&self, what: &str) -> Option<Vec<Value>> {
         let url = format!(
-            "{}/stores/{NAMESPACE}/{STORE}/coordinator/topology",
+            "{}/stores/{NAMESPACE}/{STORE}/coordinator/{what}",
             operator_url(&self.client).await
         );
         self.http
@@ -592,20 +586,8 @@ fn pod_image(pod: &Pod) -> Option<&str> {
 
 /// The operator's Service as this node reaches it: its coordinator port.
 async fn operator_url(client: &Client) -> String {
-    let services =
-        Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), OPERATOR_NAMESPACE);
-    let service = services
-        .get("bookstore-operator")
-        .await
-        .expect("the operator's Service");
-    let ip = service
-        .spec
-        .and_then(|s| s.cluster_ip)
-        .expect("the operator's Service has a ClusterIP");
-    format!(
-        "http://{ip}:{}",
-        bookstore_operator::names::COORDINATOR_PORT
-    )
+    let port = bookstore_operator::names::COORDINATOR_PORT;
+    store::service_url(client, OPERATOR_NAMESPACE, "bookstore-operator", port).await
 }
 
 /// The pod holding the operator's leader Lease.

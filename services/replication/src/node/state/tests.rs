@@ -796,8 +796,9 @@ fn a_woken_primary_whose_replica_leads_a_newer_epoch_refuses_the_read_as_unconfi
     assert_eq!(woken.confirm_reads(), Err(Refusal::Unconfirmed));
 }
 
-#[test]
-fn reads_are_confirmed_once_the_coordinator_drops_a_replica_that_failed_the_batch() {
+/// The primary whose confirming batch failed at its replica: it has asked
+/// the coordinator to drop the replica.
+fn primary_whose_replica_failed() -> MemberCore {
     let mut core = leading_primary();
     let leadership = core.lead().expect("leading");
     let results = vec![(leadership.targets[0].clone(), SendOutcome::Failed)];
@@ -805,6 +806,12 @@ fn reads_are_confirmed_once_the_coordinator_drops_a_replica_that_failed_the_batc
         core.settle(&leadership, &results),
         Settlement::AlterInSync(_)
     ));
+    core
+}
+
+#[test]
+fn reads_are_confirmed_once_the_coordinator_drops_a_replica_that_failed_the_batch() {
+    let mut core = primary_whose_replica_failed();
     core.in_sync_altered(AlterAnswer::Changed(topology(
         4,
         Some(0),
@@ -815,13 +822,7 @@ fn reads_are_confirmed_once_the_coordinator_drops_a_replica_that_failed_the_batc
 
 #[test]
 fn reads_are_refused_when_the_coordinator_refuses_the_in_sync_change_as_stale() {
-    let mut core = leading_primary();
-    let leadership = core.lead().expect("leading");
-    let results = vec![(leadership.targets[0].clone(), SendOutcome::Failed)];
-    assert!(matches!(
-        core.settle(&leadership, &results),
-        Settlement::AlterInSync(_)
-    ));
+    let mut core = primary_whose_replica_failed();
     core.in_sync_altered(AlterAnswer::Stale { asked: 3 });
     assert_eq!(core.phase(), Phase::Fenced);
     assert_eq!(core.confirm_reads(), Err(Refusal::Unconfirmed));
