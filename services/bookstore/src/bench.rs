@@ -63,7 +63,7 @@ pub struct BenchArgs {
     /// The frontend's base URL.
     #[arg(long, default_value = "http://127.0.0.1:8000")]
     pub frontend: String,
-    /// The operations to measure, in order.
+    /// The operations to measure, in order (also `lookup-linearizable`).
     #[arg(long, value_delimiter = ',', default_value = "search,lookup,buy")]
     pub ops: Vec<Op>,
     /// The numbers of concurrent clients to measure each operation with.
@@ -118,6 +118,12 @@ pub struct BenchArgs {
 pub enum Op {
     Search,
     Lookup,
+    /// `lookup` with `consistency=linearizable`: past the cache, to the
+    /// catalog primary, which confirms its leadership with a replica round
+    /// trip per batch of reads.
+    #[value(name = "lookup-linearizable")]
+    #[serde(rename = "lookup-linearizable")]
+    LookupLinearizable,
     Buy,
 }
 
@@ -126,6 +132,7 @@ impl Op {
         match self {
             Op::Search => "search",
             Op::Lookup => "lookup",
+            Op::LookupLinearizable => "lookup-linearizable",
             Op::Buy => "buy",
         }
     }
@@ -134,7 +141,7 @@ impl Op {
     fn route(self) -> &'static str {
         match self {
             Op::Search => "/search",
-            Op::Lookup => "/lookup",
+            Op::Lookup | Op::LookupLinearizable => "/lookup",
             Op::Buy => "/buy",
         }
     }
@@ -381,6 +388,10 @@ impl Workload {
             ),
             Op::Lookup => format!(
                 "/lookup?item_number={}",
+                self.items[rng.usize(..self.items.len())]
+            ),
+            Op::LookupLinearizable => format!(
+                "/lookup?item_number={}&consistency=linearizable",
                 self.items[rng.usize(..self.items.len())]
             ),
             Op::Buy => format!(
