@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore_core::cluster::Role;
+use bookstore_core::plan::{REPLICATED_TIERS, TOPOLOGY_SUBSCRIBERS};
 use bookstore_core::token::PeerToken;
 use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -404,7 +405,7 @@ impl Reconciler<'_> {
     ) -> Result<Vec<TierRollout>, Error> {
         let key = self.key();
         let mut rollouts = Vec::new();
-        for role in [Role::Catalog, Role::Order] {
+        for role in REPLICATED_TIERS {
             let name = self.names.tier(role);
             let Some(set) = stateful_sets
                 .iter()
@@ -526,13 +527,18 @@ impl Reconciler<'_> {
         let ready_catalog = ready_ordinals(pods, self.names, Role::Catalog);
         let ready_order = ready_ordinals(pods, self.names, Role::Order);
         let coordination = &self.context.coordination;
-        for role in [Role::Catalog, Role::Order] {
+        for role in REPLICATED_TIERS {
             let down = down_members(pods, self.names, role, replicas.of(role));
             coordination
                 .observe_pods(&key, role, &down, listed_at)
                 .await;
         }
-        coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
+        let subscriber_pods: Vec<String> = TOPOLOGY_SUBSCRIBERS
+            .into_iter()
+            .filter(|role| !role.is_replicated())
+            .flat_map(|role| pod_ips(pods, self.names, role))
+            .collect();
+        coordination.observe_subscriber_pods(&key, &subscriber_pods);
         let switchover = coordination
             .apply_switchovers(self.store, &key, self.switchover_requests())
             .await;

@@ -9,6 +9,7 @@ mod workloads;
 use std::collections::BTreeMap;
 
 use bookstore_core::cluster::Role;
+use bookstore_core::plan::REPLICATED_TIERS;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -62,7 +63,7 @@ pub fn desired(store: &BookStore, valid: &ValidStore, inputs: &Inputs) -> Desire
         )],
         ..Default::default()
     };
-    for role in [Role::Catalog, Role::Order] {
+    for role in REPLICATED_TIERS {
         objects.services.push(services::headless(
             &names,
             role,
