@@ -10,7 +10,7 @@
 //! ([`crate::coordinator_state`]), so a new operator leader picks up the
 //! epochs and in-sync sets where the old one left them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -35,6 +35,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::controller::DownMember;
 use crate::crd::{BookStore, CoordinatorSettings};
+use crate::fence::{self, Fenced};
 use crate::names::{PEER_PORT, StoreNames};
 use crate::resources::store_names;
 use crate::switchover::{BadAnnotation, Requests, SwitchoverState};
@@ -286,6 +287,52 @@ impl Coordination {
         }
         self.report_refusals(store, key, &state.refused).await;
         state
+    }
+
+    /// Hibernates (`on`) or wakes the coordinator of `key` (before the
+    /// workloads are scaled to zero, or back up); true if that changed it.
+    pub async fn hibernate(&self, key: &StoreKey, on: bool) -> bool {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return false;
+        };
+        server.hibernate(on).await
+    }
+
+    /// Whether the coordinator of `key` hibernates.
+    pub async fn is_hibernating(&self, key: &StoreKey) -> bool {
+        let server = self.lock().get(key).map(|s| s.server.clone());
+        match server {
+            Some(server) => server.is_hibernating().await,
+            None => false,
+        }
+    }
+
+    /// Fences exactly `fenced` in each tier of `key`; the tiers whose fenced
+    /// members changed, with what was fenced before.
+    pub async fn fence(&self, key: &StoreKey, fenced: &Fenced) -> Vec<(Role, BTreeSet<Ordinal>)> {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for (&tier, ordinals) in fenced {
+            let before = server.fenced(tier).await;
+            if server.fence(tier, ordinals).await {
+                changed.push((tier, before));
+            }
+        }
+        changed
+    }
+
+    /// The members fenced in each tier of `key`.
+    pub async fn fenced(&self, key: &StoreKey) -> Fenced {
+        let mut fenced = fence::none();
+        let server = self.lock().get(key).map(|s| s.server.clone());
+        if let Some(server) = server {
+            for (tier, ordinals) in fenced.iter_mut() {
+                *ordinals = server.fenced(*tier).await;
+            }
+        }
+        fenced
     }
 
     /// Sets (or with `None` ends) the switchover a rolling upgrade of `tier`

@@ -32,6 +32,13 @@ pub struct Observed {
     pub rollout: Vec<TierRollout>,
     /// Problems with the spec; non-empty means nothing was applied.
     pub spec_problems: Vec<String>,
+    /// The store hibernates ([`crate::hibernation`]).
+    pub hibernating: bool,
+    /// The `Hibernated` condition (status, reason, message).
+    pub hibernation: Option<(bool, &'static str, String)>,
+    /// The `Fenced` condition, while a member is fenced or the annotation is
+    /// unreadable.
+    pub fencing: Option<(bool, &'static str, String)>,
 }
 
 /// The status to write, given the desired counts and the previous status
@@ -94,6 +101,12 @@ pub fn compute(
     ];
     if let Some((on, reason, message)) = observed.switchover.condition() {
         conditions.push(condition("Switchover", on, reason, &message));
+    }
+    if let Some((on, reason, message)) = &observed.hibernation {
+        conditions.push(condition("Hibernated", *on, reason, message));
+    }
+    if let Some((on, reason, message)) = &observed.fencing {
+        conditions.push(condition("Fenced", *on, reason, message));
     }
     BookStoreStatus {
         observed_generation: observed.generation,
@@ -170,6 +183,15 @@ fn judge(
             true,
             "InvalidSpec",
             format!("Invalid spec: {}", observed.spec_problems.join("; ")),
+        );
+    }
+    if observed.hibernating {
+        return verdict(
+            false,
+            false,
+            false,
+            "Hibernated",
+            "Hibernated: every tier is scaled to zero, the volumes are kept".to_owned(),
         );
     }
     let tiers = [("catalog", catalog), ("order", order)];

@@ -31,6 +31,9 @@ pub struct Inputs {
     /// still counts a member above the new count (a scale-down waits until
     /// the member has left the in-sync set and the topology).
     pub kept_members: BTreeMap<Role, u32>,
+    /// The store hibernates: every workload has no pods
+    /// ([`crate::hibernation`]).
+    pub hibernating: bool,
 }
 
 /// Every object of one store, in the order they are applied.

@@ -16,6 +16,7 @@ fn inputs() -> Inputs {
     Inputs {
         coordinator_url: "http://bookstore-operator.ops.svc:9100/stores/books/shop".into(),
         kept_members: Default::default(),
+        hibernating: false,
     }
 }
 
@@ -406,4 +407,31 @@ fn the_pods_command_lines_are_the_ones_running_stores_have() {
         )
     );
     assert_eq!(args_of("shop-frontend"), expected("frontend", &[]));
+}
+
+#[test]
+fn a_hibernating_store_has_no_pods_but_keeps_its_volumes() {
+    let spec = BookStoreSpec::default();
+    let hibernating = Inputs {
+        hibernating: true,
+        ..inputs()
+    };
+    let objects = desired(
+        &sample(spec.clone()),
+        &valid(&spec, "init,1,3,10,t,a\n"),
+        &hibernating,
+    );
+    for set in &objects.stateful_sets {
+        let spec = set.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(0), "{:?}", set.metadata.name);
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .expect("retention");
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    }
+    for deployment in &objects.deployments {
+        let replicas = deployment.spec.as_ref().and_then(|s| s.replicas);
+        assert_eq!(replicas, Some(0), "{:?}", deployment.metadata.name);
+    }
 }

@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::Inputs;
 use super::config::{CLUSTER_KEY, INVENTORY_KEY};
 use crate::crd::MemberSpread;
+use crate::hibernation;
 use crate::names::{PEER_PORT, PUBLIC_PORT, StoreNames};
 use crate::validate::ValidStore;
 
@@ -64,7 +65,10 @@ pub fn stateful_set(
     StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {
-            replicas: Some(kept_pod_count(store, inputs, role)),
+            replicas: Some(hibernation::replicas(
+                inputs.hibernating,
+                kept_pod_count(store, inputs, role),
+            )),
             service_name: Some(names.tier(role)),
             // Members start together: each waits for its own resync anyway.
             pod_management_policy: Some("Parallel".to_owned()),
@@ -119,7 +123,10 @@ pub fn deployment(
     Deployment {
         metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(pod_count(store, role)),
+            replicas: Some(hibernation::replicas(
+                inputs.hibernating,
+                pod_count(store, role),
+            )),
             selector: LabelSelector {
                 match_labels: Some(names.selector(role)),
                 ..Default::default()
