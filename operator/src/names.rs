@@ -10,6 +10,9 @@ pub const FIELD_MANAGER: &str = "bookstore-operator";
 pub const ROLE_LABEL: &str = "mybookstore.dev/role";
 pub const PRIMARY: &str = "primary";
 pub const REPLICA: &str = "replica";
+/// The label the operator leader puts on its own pod (`"true"`); the
+/// chart's Service selects it ([`crate::leader::LeaderLabel`]).
+pub const OPERATOR_LEADER_LABEL: &str = "mybookstore.dev/operator-leader";
 /// Ports every service container listens on.
 pub const PUBLIC_PORT: i32 = 8000;
 pub const PEER_PORT: i32 = 9000;

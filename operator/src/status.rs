@@ -122,6 +122,7 @@ pub fn compute(
             .or_else(|| previous.and_then(|p| p.last_failover_time.clone())),
         coordinator: observed.coordinator.clone(),
         rollout: observed.rollout.clone(),
+        last_confirmed: Some(now.clone()),
         conditions,
     }
 }
@@ -205,13 +206,27 @@ fn judge(
             "Starting: waiting for the members' first heartbeats".to_owned(),
         );
     }
-    if let Some((tier, _)) = tiers.iter().find(|(_, t)| t.primary.is_none()) {
+    // A primary the coordinator no longer hears from is no primary: Ready
+    // never outlives it.
+    let topologies = [observed.catalog.as_ref(), observed.order.as_ref()];
+    let serving = |topology: Option<&Topology>| {
+        topology
+            .and_then(|t| t.primary.and_then(|p| t.member(p)))
+            .is_some_and(|m| m.live)
+    };
+    if let Some(((tier, _), _)) = tiers
+        .iter()
+        .zip(topologies)
+        .find(|((_, t), topology)| t.primary.is_none() || !serving(*topology))
+    {
         return verdict(
             false,
             true,
             true,
             "NoPrimary",
-            format!("Failing over {tier}: no in-sync member is live"),
+            format!(
+                "Failing over {tier}: no live primary (no in-sync member is live, or the primary stopped answering)"
+            ),
         );
     }
     if let Some((tier, t)) = tiers
@@ -382,5 +397,38 @@ mod tests {
         };
         let third = compute(&names, &desired(), &degraded, Some(&second), later.clone());
         assert_eq!(condition(&third, "Ready").last_transition_time, later);
+    }
+
+    #[test]
+    fn ready_never_outlives_a_primary_the_coordinator_no_longer_hears() {
+        let names = StoreNames::new("shop", "books");
+        let mut observed = healthy();
+        if let Some(catalog) = observed.catalog.as_mut() {
+            catalog.members[0].live = false;
+        }
+        let status = compute(&names, &desired(), &observed, None, now());
+        assert_eq!(condition(&status, "Ready").status, "False");
+        assert_eq!(condition(&status, "Degraded").reason, "NoPrimary");
+    }
+
+    #[test]
+    fn every_status_says_when_the_leader_confirmed_it() {
+        let names = StoreNames::new("shop", "books");
+        let status = compute(&names, &desired(), &healthy(), None, now());
+        assert_eq!(status.last_confirmed, Some(now()));
+    }
+
+    #[test]
+    fn a_hibernating_store_is_not_ready_and_says_why() {
+        let names = StoreNames::new("shop", "books");
+        let observed = Observed {
+            hibernating: true,
+            hibernation: Some(crate::hibernation::condition(true, None)),
+            ..healthy()
+        };
+        let status = compute(&names, &desired(), &observed, None, now());
+        assert_eq!(condition(&status, "Ready").reason, "Hibernated");
+        assert_eq!(condition(&status, "Degraded").status, "False");
+        assert_eq!(condition(&status, "Hibernated").status, "True");
     }
 }
