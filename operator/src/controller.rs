@@ -751,7 +751,7 @@ impl Reconciler<'_> {
             &metrics::store_label(&self.names.namespace, &self.names.name),
             status,
         );
-        if self.store.status.as_ref() == Some(status) {
+        if !status::needs_write(self.store.status.as_ref(), status) {
             return Ok(());
         }
         let api = Api::<BookStore>::namespaced(self.context.client.clone(), &self.names.namespace);

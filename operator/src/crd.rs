@@ -359,8 +359,8 @@ pub struct BookStoreStatus {
     /// When a primary was last replaced because it was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover_time: Option<Time>,
-    /// When the operator leader last confirmed this status (every reconcile,
-    /// every few seconds). Much older than that means no operator is
+    /// When the operator leader last confirmed this status (at every change,
+    /// and at least every 10 s). Much older than that means no operator is
     /// watching: the status, `Ready` included, says what was true then, not
     /// now, and failover waits for a leader.
     #[serde(default, skip_serializing_if = "Option::is_none")]

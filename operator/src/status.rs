@@ -151,6 +151,37 @@ fn tier_status(
     }
 }
 
+/// How often the leader rewrites `lastConfirmed` when nothing else in the
+/// status changed: each write of the status is a change of the BookStore,
+/// which the controller reconciles again, so writing at every reconcile
+/// (every 2 s) would reconcile without pause. A status is thus confirmed at
+/// least every 10 s while a leader acts.
+pub const CONFIRM_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `next` must be written over `previous`: something changed
+/// besides `lastConfirmed`, or `previous` was confirmed [`CONFIRM_PERIOD`]
+/// or longer before `next`.
+pub fn needs_write(previous: Option<&BookStoreStatus>, next: &BookStoreStatus) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let same_otherwise = BookStoreStatus {
+        last_confirmed: next.last_confirmed.clone(),
+        ..previous.clone()
+    } == *next;
+    if !same_otherwise {
+        return true;
+    }
+    match (&previous.last_confirmed, &next.last_confirmed) {
+        (Some(before), Some(now)) => {
+            let period = k8s_openapi::jiff::SignedDuration::try_from(CONFIRM_PERIOD)
+                .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+            now.0.duration_since(before.0) >= period
+        }
+        (before, now) => before != now,
+    }
+}
+
 struct Verdict {
     ready: bool,
     progressing: bool,
@@ -430,5 +461,49 @@ mod tests {
         assert_eq!(condition(&status, "Ready").reason, "Hibernated");
         assert_eq!(condition(&status, "Degraded").status, "False");
         assert_eq!(condition(&status, "Hibernated").status, "True");
+    }
+
+    #[test]
+    fn an_unchanged_status_is_rewritten_only_to_confirm_it_every_period() {
+        let names = StoreNames::new("shop", "books");
+        let at = |second| Time(k8s_openapi::jiff::Timestamp::from_second(second).expect("time"));
+        let first = compute(&names, &desired(), &healthy(), None, at(1_800_000_000));
+        assert!(needs_write(None, &first));
+        let soon = compute(
+            &names,
+            &desired(),
+            &healthy(),
+            Some(&first),
+            at(1_800_000_002),
+        );
+        assert!(
+            !needs_write(Some(&first), &soon),
+            "only lastConfirmed moved, 2 s later"
+        );
+        let later = compute(
+            &names,
+            &desired(),
+            &healthy(),
+            Some(&first),
+            at(1_800_000_010),
+        );
+        assert!(
+            needs_write(Some(&first), &later),
+            "confirmed again after the period"
+        );
+        let changed = compute(
+            &names,
+            &desired(),
+            &Observed {
+                frontend_ready: 0,
+                ..healthy()
+            },
+            Some(&first),
+            at(1_800_000_002),
+        );
+        assert!(
+            needs_write(Some(&first), &changed),
+            "a change is written at once"
+        );
     }
 }
