@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore_core::cluster::Role;
+use bookstore_core::plan::{REPLICATED_TIERS, TOPOLOGY_SUBSCRIBERS};
 use bookstore_core::token::PeerToken;
 use futures::{FutureExt as _, StreamExt};
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
@@ -29,11 +30,14 @@ use crate::coordination::{Coordination, StoreKey, coordinator_url};
 use crate::coordinator_state::ConfigMapStore;
 use crate::crd::{BookStore, BookStoreStatus, TierRollout};
 use crate::metrics::{self, OperatorMetrics};
-use crate::names::{FIELD_MANAGER, PRIMARY, REPLICA, ROLE_LABEL, StoreNames};
+use crate::names::{
+    FENCED_MEMBERS_ANNOTATION, FIELD_MANAGER, HIBERNATION_ANNOTATION, PRIMARY, REPLICA, ROLE_LABEL,
+    StoreNames,
+};
 use crate::resources::{self, Inputs, owner_reference, store_names};
 use crate::status::{self, Observed};
 use crate::validate::{self, InventorySource, ReplicaCounts, ValidSpec, ValidStore};
-use crate::{rollout, switchover};
+use crate::{fence, hibernation, rollout, switchover};
 
 /// How often a healthy store is looked at again: the coordinator changes
 /// topologies between reconciles, and labels and status follow within this.
@@ -216,6 +220,13 @@ fn error_policy(store: Arc<BookStore>, error: &Error, context: Arc<Context>) -> 
     Action::requeue(ERROR_REQUEUE)
 }
 
+/// Hibernation and fencing as in force, with their conditions.
+struct Day2 {
+    hibernating: bool,
+    hibernation: (bool, &'static str, String),
+    fencing: Option<(bool, &'static str, String)>,
+}
+
 struct Reconciler<'a> {
     store: &'a BookStore,
     names: &'a StoreNames,
@@ -246,23 +257,36 @@ impl Reconciler<'_> {
             .coordination
             .ensure(self.store, &valid, token, Arc::new(durable))
             .await?;
-        // 3. Build and apply the desired objects.
+        // 3. Hibernation and fencing go to the coordinator before the
+        //    workloads change: it freezes before the pods go, and wakes
+        //    before they come back.
+        let day2 = self.hibernate_and_fence().await;
+        // 4. Build and apply the desired objects.
         let inputs = Inputs {
             coordinator_url: coordinator_url(&self.context.operator_url, self.names),
             kept_members: self.context.coordination.kept_members(&self.key()).await,
+            hibernating: day2.hibernating,
         };
         let stateful_sets = self
             .apply_all(&resources::desired(self.store, &valid, &inputs))
             .await?;
-        // 4. Coordinate: pods in, the rollout's next step, primaries' labels
+        // 5. Coordinate: pods in, the rollout's next step (none while
+        //    hibernating: there are no pods to replace), primaries' labels
         //    out.
         let listed_at = Instant::now();
         let pods = self.list_pods().await?;
-        let rollout = self.roll_out(&valid, &pods, &stateful_sets).await?;
+        let rollout = if day2.hibernating {
+            Vec::new()
+        } else {
+            self.roll_out(&valid, &pods, &stateful_sets).await?
+        };
         let mut observed = self.observe(&valid, &pods, listed_at).await?;
         observed.rollout = rollout;
+        observed.hibernating = day2.hibernating;
+        observed.hibernation = Some(day2.hibernation);
+        observed.fencing = day2.fencing;
         self.label_pods(&valid, &pods, &observed).await?;
-        // 5. Report.
+        // 6. Report.
         self.write_status(&valid, &observed).await?;
         Ok(Action::requeue(RESYNC_PERIOD))
     }
@@ -296,6 +320,109 @@ impl Reconciler<'_> {
             reference,
             config_map.as_ref(),
         ))
+    }
+
+    /// Tells the coordinator what the hibernation and fencing annotations
+    /// ask for (an unreadable one changes nothing), with an Event for each
+    /// change; what is in force, and the conditions.
+    async fn hibernate_and_fence(&self) -> Day2 {
+        let key = self.key();
+        let coordination = &self.context.coordination;
+        let annotations = self.store.annotations();
+        let asked = hibernation::parse(annotations.get(HIBERNATION_ANNOTATION).map(String::as_str));
+        let hibernating = match &asked {
+            Ok(on) => {
+                if coordination.hibernate(&key, *on).await {
+                    self.report_hibernation(*on).await;
+                }
+                *on
+            }
+            Err(_) => coordination.is_hibernating(&key).await,
+        };
+        let asked_fence = fence::parse(
+            annotations
+                .get(FENCED_MEMBERS_ANNOTATION)
+                .map(String::as_str),
+        );
+        let fenced = match &asked_fence {
+            Ok(fenced) => {
+                for (tier, before) in coordination.fence(&key, fenced).await {
+                    let now = fenced.get(&tier).cloned().unwrap_or_default();
+                    self.report_fencing(tier, &before, &now).await;
+                }
+                fenced.clone()
+            }
+            Err(_) => coordination.fenced(&key).await,
+        };
+        Day2 {
+            hibernating,
+            hibernation: hibernation::condition(hibernating, asked.as_ref().err()),
+            fencing: fence::condition(&fenced, asked_fence.as_ref().err()),
+        }
+    }
+
+    /// An Event for hibernating or resuming; its action names the epochs,
+    /// so that each cycle is an Event of its own.
+    async fn report_hibernation(&self, on: bool) {
+        let key = self.key();
+        let coordination = &self.context.coordination;
+        let mut epochs = Vec::new();
+        for tier in REPLICATED_TIERS {
+            let topology = coordination.topology(&key, tier).await;
+            epochs.push(topology.map_or(0, |t| t.epoch).to_string());
+        }
+        let epochs = epochs.join("/");
+        let (reason, action, note) = if on {
+            (
+                "Hibernated",
+                format!("Hibernate at epochs {epochs}"),
+                "hibernating: every tier is scaled to zero, the volumes are kept; each tier's coordinator keeps its primary as the only in-sync member and changes nothing until the store resumes".to_owned(),
+            )
+        } else {
+            (
+                "Resumed",
+                format!("Resume at epochs {epochs}"),
+                "resuming: every tier is scaled back up; each tier waits for the primary it kept, and the others resync from it".to_owned(),
+            )
+        };
+        tracing::info!(store = %self.names.name, namespace = %self.names.namespace, "{note}");
+        self.publish_event(EventType::Normal, reason, &action, Some(note))
+            .await;
+    }
+
+    /// An Event for each member of `tier` fenced or unfenced.
+    async fn report_fencing(
+        &self,
+        tier: Role,
+        before: &std::collections::BTreeSet<u32>,
+        now: &std::collections::BTreeSet<u32>,
+    ) {
+        for ordinal in now.difference(before) {
+            let pod = self.names.pod(tier, *ordinal);
+            let note = format!(
+                "{tier}-{ordinal} ({pod}) fenced: out of the in-sync set, serving nothing; a fenced primary is replaced by an in-sync member"
+            );
+            self.publish_event(
+                EventType::Normal,
+                "Fenced",
+                &format!("Fence {pod}"),
+                Some(note),
+            )
+            .await;
+        }
+        for ordinal in before.difference(now) {
+            let pod = self.names.pod(tier, *ordinal);
+            let note = format!(
+                "{tier}-{ordinal} ({pod}) unfenced: it resyncs and rejoins the in-sync set"
+            );
+            self.publish_event(
+                EventType::Normal,
+                "Unfenced",
+                &format!("Unfence {pod}"),
+                Some(note),
+            )
+            .await;
+        }
     }
 
     /// What the switchover annotation asks for (nothing without it).
@@ -404,7 +531,7 @@ impl Reconciler<'_> {
     ) -> Result<Vec<TierRollout>, Error> {
         let key = self.key();
         let mut rollouts = Vec::new();
-        for role in [Role::Catalog, Role::Order] {
+        for role in REPLICATED_TIERS {
             let name = self.names.tier(role);
             let Some(set) = stateful_sets
                 .iter()
@@ -526,13 +653,18 @@ impl Reconciler<'_> {
         let ready_catalog = ready_ordinals(pods, self.names, Role::Catalog);
         let ready_order = ready_ordinals(pods, self.names, Role::Order);
         let coordination = &self.context.coordination;
-        for role in [Role::Catalog, Role::Order] {
+        for role in REPLICATED_TIERS {
             let down = down_members(pods, self.names, role, replicas.of(role));
             coordination
                 .observe_pods(&key, role, &down, listed_at)
                 .await;
         }
-        coordination.observe_frontends(&key, &pod_ips(pods, self.names, Role::Frontend));
+        let subscriber_pods: Vec<String> = TOPOLOGY_SUBSCRIBERS
+            .into_iter()
+            .filter(|role| !role.is_replicated())
+            .flat_map(|role| pod_ips(pods, self.names, role))
+            .collect();
+        coordination.observe_subscriber_pods(&key, &subscriber_pods);
         let switchover = coordination
             .apply_switchovers(self.store, &key, self.switchover_requests())
             .await;
@@ -549,6 +681,9 @@ impl Reconciler<'_> {
             switchover,
             rollout: Vec::new(),
             spec_problems: Vec::new(),
+            hibernating: false,
+            hibernation: None,
+            fencing: None,
         })
     }
 
@@ -616,7 +751,7 @@ impl Reconciler<'_> {
             &metrics::store_label(&self.names.namespace, &self.names.name),
             status,
         );
-        if self.store.status.as_ref() == Some(status) {
+        if !status::needs_write(self.store.status.as_ref(), status) {
             return Ok(());
         }
         let api = Api::<BookStore>::namespaced(self.context.client.clone(), &self.names.namespace);

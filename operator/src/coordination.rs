@@ -10,7 +10,7 @@
 //! ([`crate::coordinator_state`]), so a new operator leader picks up the
 //! epochs and in-sync sets where the old one left them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use bookstore_core::ApiError;
 use bookstore_core::cluster::{Ordinal, Role};
 use bookstore_core::metrics::Metrics;
+use bookstore_core::plan::{self, REPLICATED_TIERS, TOPOLOGY_SUBSCRIBERS};
 use bookstore_core::token::{PeerToken, TOKEN_HEADER};
 use bookstore_replication::coordinator::durable::{DurableError, DurableStore};
 use bookstore_replication::coordinator::{CoordinatorConfig, Published};
@@ -34,6 +35,7 @@ use kube::runtime::events::{Event, EventType, Recorder};
 
 use crate::controller::DownMember;
 use crate::crd::{BookStore, CoordinatorSettings};
+use crate::fence::{self, Fenced};
 use crate::names::{PEER_PORT, StoreNames};
 use crate::resources::store_names;
 use crate::switchover::{BadAnnotation, Requests, SwitchoverState};
@@ -47,9 +49,10 @@ struct StoreCoordinator {
     token: PeerToken,
     /// The settings it was last given (from the spec).
     settings: Settings,
-    /// The order members' peer addresses: clients of the catalog, they get
-    /// every topology, as the frontend pods do.
-    order_members: Vec<String>,
+    /// The replicated subscribers' peer addresses (the order members:
+    /// clients of the catalog, they get every topology, as the frontend pods
+    /// do).
+    member_subscribers: Vec<String>,
     ticks: tokio::task::AbortHandle,
     last_failover: Arc<Mutex<Option<Time>>>,
     /// The switchover refusals last reported (an Event only for new ones).
@@ -81,15 +84,22 @@ impl Settings {
                 heartbeat_interval: spec.heartbeat.interval,
                 miss_threshold: spec.heartbeat.failure_threshold,
             },
-            tiers: [Role::Catalog, Role::Order].map(|role| (role, spec.replicas.of(role) as usize)),
+            tiers: plan::coordinator_tiers(|role| spec.replicas.of(role) as usize),
         }
     }
 }
 
-/// The order members' peer addresses (they get every topology pushed).
-fn order_members(names: &StoreNames, valid: &ValidStore) -> Vec<String> {
-    (0..valid.spec.replicas.order)
-        .map(|ordinal| format!("{}:{PEER_PORT}", names.member_host(Role::Order, ordinal)))
+/// The peer addresses of the replicated topology subscribers (the order
+/// members), by their stable DNS names; the stateless ones (the frontend
+/// pods) are added by pod IP as the pods are seen.
+fn member_subscribers(names: &StoreNames, valid: &ValidStore) -> Vec<String> {
+    TOPOLOGY_SUBSCRIBERS
+        .into_iter()
+        .filter(|role| role.is_replicated())
+        .flat_map(|role| {
+            (0..valid.spec.replicas.of(role))
+                .map(move |ordinal| format!("{}:{PEER_PORT}", names.member_host(role, ordinal)))
+        })
         .collect()
 }
 
@@ -132,20 +142,21 @@ impl Coordination {
         let names = store_names(store);
         let key = (names.namespace.clone(), names.name.clone());
         let settings = Settings::of(valid);
-        if let Some(server) = self.reuse(&key, &token, &settings, order_members(&names, valid)) {
+        if let Some(server) = self.reuse(&key, &token, &settings, member_subscribers(&names, valid))
+        {
             if let Some(settings) = server.1 {
                 server.0.reconfigure(settings.config, &settings.tiers).await;
             }
             return Ok(server.0);
         }
-        let order_members = order_members(&names, valid);
+        let member_subscribers = member_subscribers(&names, valid);
         let last_failover = Arc::new(Mutex::new(None));
         let hook = self.change_hook(store.object_ref(&()), names.clone(), last_failover.clone());
         let setup = CoordinatorSetup {
             store: &format!("{}/{}", names.namespace, names.name),
             config: settings.config,
             tiers: &settings.tiers,
-            subscribers: order_members.clone(),
+            subscribers: member_subscribers.clone(),
             durable,
         };
         let server = CoordinatorServer::start(
@@ -169,7 +180,7 @@ impl Coordination {
                 server: server.clone(),
                 token,
                 settings,
-                order_members,
+                member_subscribers,
                 ticks,
                 last_failover,
                 refused: Vec::new(),
@@ -186,7 +197,7 @@ impl Coordination {
         key: &StoreKey,
         token: &PeerToken,
         settings: &Settings,
-        order_members: Vec<String>,
+        member_subscribers: Vec<String>,
     ) -> Option<(CoordinatorServer, Option<Settings>)> {
         let mut stores = self.lock();
         let existing = stores.get_mut(key).filter(|s| &s.token == token)?;
@@ -194,7 +205,7 @@ impl Coordination {
         if changed.is_some() {
             tracing::info!(store = %key.1, namespace = %key.0, from = ?existing.settings, to = ?settings, "the spec changed the coordinator's settings");
             existing.settings = settings.clone();
-            existing.order_members = order_members;
+            existing.member_subscribers = member_subscribers;
         }
         Some((existing.server.clone(), changed))
     }
@@ -225,7 +236,7 @@ impl Coordination {
             return BTreeMap::new();
         };
         let mut kept = BTreeMap::new();
-        for role in [Role::Catalog, Role::Order] {
+        for role in REPLICATED_TIERS {
             if let Some(count) = server.kept_members(role).await {
                 kept.insert(role, u32::try_from(count).unwrap_or(u32::MAX));
             }
@@ -257,7 +268,7 @@ impl Coordination {
         match requests.map(|asked| merged(asked, rollout)) {
             Err(bad) => state.refused.push(bad.to_string()),
             Ok(requests) => {
-                for tier in [Role::Catalog, Role::Order] {
+                for tier in REPLICATED_TIERS {
                     let target = requests.get(&tier).copied();
                     let outcome = if server.switchover_target(tier).await == target {
                         Ok(())
@@ -276,6 +287,52 @@ impl Coordination {
         }
         self.report_refusals(store, key, &state.refused).await;
         state
+    }
+
+    /// Hibernates (`on`) or wakes the coordinator of `key` (before the
+    /// workloads are scaled to zero, or back up); true if that changed it.
+    pub async fn hibernate(&self, key: &StoreKey, on: bool) -> bool {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return false;
+        };
+        server.hibernate(on).await
+    }
+
+    /// Whether the coordinator of `key` hibernates.
+    pub async fn is_hibernating(&self, key: &StoreKey) -> bool {
+        let server = self.lock().get(key).map(|s| s.server.clone());
+        match server {
+            Some(server) => server.is_hibernating().await,
+            None => false,
+        }
+    }
+
+    /// Fences exactly `fenced` in each tier of `key`; the tiers whose fenced
+    /// members changed, with what was fenced before.
+    pub async fn fence(&self, key: &StoreKey, fenced: &Fenced) -> Vec<(Role, BTreeSet<Ordinal>)> {
+        let Some(server) = self.lock().get(key).map(|s| s.server.clone()) else {
+            return Vec::new();
+        };
+        let mut changed = Vec::new();
+        for (&tier, ordinals) in fenced {
+            let before = server.fenced(tier).await;
+            if server.fence(tier, ordinals).await {
+                changed.push((tier, before));
+            }
+        }
+        changed
+    }
+
+    /// The members fenced in each tier of `key`.
+    pub async fn fenced(&self, key: &StoreKey) -> Fenced {
+        let mut fenced = fence::none();
+        let server = self.lock().get(key).map(|s| s.server.clone());
+        if let Some(server) = server {
+            for (tier, ordinals) in fenced.iter_mut() {
+                *ordinals = server.fenced(*tier).await;
+            }
+        }
+        fenced
     }
 
     /// Sets (or with `None` ends) the switchover a rolling upgrade of `tier`
@@ -380,19 +437,20 @@ impl Coordination {
         }
     }
 
-    /// The frontend pods (by IP) get every later topology pushed, with the
-    /// order members; they also poll, so a pod that starts between two
-    /// reconciles learns the topology within a heartbeat interval.
-    pub fn observe_frontends(&self, key: &StoreKey, pod_ips: &[String]) {
+    /// The stateless subscribers' pods (the frontend, by IP) get every later
+    /// topology pushed, with the replicated ones; they also poll, so a pod
+    /// that starts between two reconciles learns the topology within a
+    /// heartbeat interval.
+    pub fn observe_subscriber_pods(&self, key: &StoreKey, pod_ips: &[String]) {
         let stores = self.lock();
         let Some(store) = stores.get(key) else { return };
-        let frontends = pod_ips.iter().map(|ip| format!("{ip}:{PEER_PORT}"));
+        let pods = pod_ips.iter().map(|ip| format!("{ip}:{PEER_PORT}"));
         store.server.set_subscribers(
             store
-                .order_members
+                .member_subscribers
                 .iter()
                 .cloned()
-                .chain(frontends)
+                .chain(pods)
                 .collect(),
         );
     }

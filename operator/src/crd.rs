@@ -62,6 +62,7 @@ fn range(min: impl std::fmt::Display, max: impl std::fmt::Display, why: &str) ->
     printcolumn = r#"{"name":"Order","type":"string","description":"Ready order members / desired","jsonPath":".status.order.summary"}"#,
     printcolumn = r#"{"name":"Order primary","type":"string","jsonPath":".status.order.primaryPod"}"#,
     printcolumn = r#"{"name":"Epoch","type":"string","description":"Catalog/order topology epochs","jsonPath":".status.epochs"}"#,
+    printcolumn = r#"{"name":"Confirmed","type":"date","description":"When the operator leader last confirmed this status; an old time means nobody is watching the store and the status may be stale","jsonPath":".status.lastConfirmed"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -358,6 +359,12 @@ pub struct BookStoreStatus {
     /// When a primary was last replaced because it was lost.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failover_time: Option<Time>,
+    /// When the operator leader last confirmed this status (at every change,
+    /// and at least every 10 s). Much older than that means no operator is
+    /// watching: the status, `Ready` included, says what was true then, not
+    /// now, and failover waits for a leader.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_confirmed: Option<Time>,
     /// The settings the store's running coordinator uses now (read from it,
     /// not from the spec: they show whether a spec change took effect).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -9,10 +9,13 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
-use kube::api::PostParams;
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
+
+use crate::names::OPERATOR_LEADER_LABEL;
 
 /// How long a Lease holds without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
@@ -157,6 +160,83 @@ fn is_expired(spec: &LeaseSpec, now: Timestamp) -> bool {
         .0
         .checked_add(duration)
         .map_or(true, |expiry| expiry < now)
+}
+
+/// The label the leader puts on its own pod, and takes off every other
+/// operator pod: the chart's Service selects it, so the stores' heartbeats
+/// reach the replica that coordinates, while every replica is Ready (a
+/// standby that is not Ready would hold `helm install --wait` and
+/// `kubectl rollout status` forever).
+pub struct LeaderLabel {
+    pods: Api<Pod>,
+    own: String,
+}
+
+/// How often labelling the leader's pod is tried before the leader gives up
+/// (each try a second apart): the Service reaches no coordinator until it
+/// succeeds, so a leader that cannot label itself stops acting.
+pub const LABEL_ATTEMPTS: u32 = 10;
+
+impl LeaderLabel {
+    /// For the operator running in pod `own` of `pods`' namespace.
+    pub fn new(pods: Api<Pod>, own: &str) -> Self {
+        Self {
+            pods,
+            own: own.to_owned(),
+        }
+    }
+
+    /// Takes the label off this pod (a container restarted in the same pod
+    /// keeps its labels; it is a standby until it leads again).
+    pub async fn stand_by(&self) -> Result<(), kube::Error> {
+        self.set(&self.own, None).await
+    }
+
+    /// Labels this pod the leader's, after taking the label off every other
+    /// pod (an old leader that crashed, or was cut off and has stopped
+    /// acting), retrying [`LABEL_ATTEMPTS`] times.
+    pub async fn lead(&self) -> Result<(), kube::Error> {
+        let mut attempt = 1;
+        loop {
+            match self.try_lead().await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt >= LABEL_ATTEMPTS => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, attempt, "cannot label the leader's pod yet");
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    async fn try_lead(&self) -> Result<(), kube::Error> {
+        let selector = format!("{OPERATOR_LEADER_LABEL}=true");
+        let labelled = self
+            .pods
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        for pod in labelled.items {
+            if let Some(name) = pod.metadata.name.filter(|n| n != &self.own) {
+                self.set(&name, None).await?;
+            }
+        }
+        self.set(&self.own, Some("true")).await
+    }
+
+    async fn set(&self, pod: &str, value: Option<&str>) -> Result<(), kube::Error> {
+        let patch = serde_json::json!({"metadata": {"labels": {OPERATOR_LEADER_LABEL: value}}});
+        match self
+            .pods
+            .patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => Ok(()),
+            // A pod that went has no label to take off.
+            Err(kube::Error::Api(status)) if status.code == 404 && value.is_none() => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@
 //!   per store with optimistic concurrency.
 //! - [`rollout`]: the rolling-upgrade planner, primary last (pure).
 //! - [`switchover`]: the switchover annotation and its condition (pure).
+//! - [`hibernation`], [`fence`]: the hibernation and fencing annotations,
+//!   the workloads' counts and their conditions (pure).
 //! - [`leader`]: Lease-based leader election.
 //! - [`metrics`]: the operator's own Prometheus metrics.
 
@@ -21,6 +23,8 @@ pub mod controller;
 pub mod coordination;
 pub mod coordinator_state;
 pub mod crd;
+pub mod fence;
+pub mod hibernation;
 pub mod leader;
 pub mod metrics;
 pub mod names;

@@ -12,11 +12,12 @@ use bookstore_core::json_errors;
 use bookstore_core::shutdown::{self, Shutdown};
 use bookstore_operator::controller::{self, Context};
 use bookstore_operator::coordination::Coordination;
-use bookstore_operator::leader::LeaderElection;
+use bookstore_operator::leader::{LeaderElection, LeaderLabel};
 use bookstore_operator::metrics::OperatorMetrics;
 use bookstore_operator::names::COORDINATOR_PORT;
 use clap::{Parser, Subcommand};
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client};
 
@@ -65,6 +66,12 @@ struct RunArgs {
     /// in them instead of a ClusterRole; every namespace when empty.
     #[arg(long, env = "BOOKSTORE_WATCH_NAMESPACES", value_delimiter = ',')]
     watch_namespaces: Vec<String>,
+    /// The pod this process runs in (in --namespace): the leader labels it
+    /// `mybookstore.dev/operator-leader=true`, which the chart's Service
+    /// selects, and takes the label off the other replicas' pods. Without
+    /// it (a process outside the cluster) nothing is labelled.
+    #[arg(long, env = "BOOKSTORE_OPERATOR_OWN_POD")]
+    own_pod: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -118,9 +125,25 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         "bookstore-operator-leader",
         &identity,
     );
+    let leader_label = args
+        .own_pod
+        .as_deref()
+        .map(|own| LeaderLabel::new(Api::<Pod>::namespaced(client.clone(), &args.namespace), own));
+    if let Some(label) = &leader_label
+        && let Err(error) = label.stand_by().await
+    {
+        tracing::warn!(%error, "cannot take the leader label off this pod");
+    }
     tokio::select! {
         acquired = election.acquire() => acquired.context("acquiring the leader Lease")?,
         _ = stop.clone().wait() => return Ok(()),
+    }
+    if let Some(label) = &leader_label {
+        // Without the label the Service sends no member to this leader.
+        if let Err(error) = label.lead().await {
+            election.release().await;
+            return Err(error).context("labelling the leader's pod for the operator's Service");
+        }
     }
     leading.store(true, Ordering::Relaxed);
     metrics.leader.set(1);
@@ -179,6 +202,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     controller::run(context, controller_stop.wait()).await;
     leading.store(false, Ordering::Relaxed);
     leader_gauge.set(0);
+    if let Some(label) = &leader_label
+        && let Err(error) = label.stand_by().await
+    {
+        tracing::warn!(%error, "cannot take the leader label off this pod (the next leader does)");
+    }
     election.release().await;
     // Exit non-zero so the Deployment restarts this replica as a follower.
     anyhow::ensure!(

@@ -10,11 +10,26 @@ pub const FIELD_MANAGER: &str = "bookstore-operator";
 pub const ROLE_LABEL: &str = "mybookstore.dev/role";
 pub const PRIMARY: &str = "primary";
 pub const REPLICA: &str = "replica";
+/// The label the operator leader puts on its own pod (`"true"`); the
+/// chart's Service selects it ([`crate::leader::LeaderLabel`]).
+pub const OPERATOR_LEADER_LABEL: &str = "mybookstore.dev/operator-leader";
 /// Ports every service container listens on.
 pub const PUBLIC_PORT: i32 = 8000;
 pub const PEER_PORT: i32 = 9000;
 /// The port the operator serves the coordinator API on.
 pub const COORDINATOR_PORT: u16 = 9100;
+
+/// The annotations on a BookStore that ask the operator for a day-2
+/// operation (the `kubectl bookstore` plugin sets these same names).
+/// `catalog=1` or `catalog=1,order=1`: move each tier's primary to that
+/// member and hold it there ([`crate::switchover`]).
+pub const SWITCHOVER_ANNOTATION: &str = "mybookstore.dev/switchover";
+/// `on` scales every tier to zero and keeps the volumes; `off` (or no
+/// annotation) runs the store ([`crate::hibernation`]).
+pub const HIBERNATION_ANNOTATION: &str = "mybookstore.dev/hibernation";
+/// `catalog-1,order-0`: members taken out of the in-sync set that serve
+/// nothing until unfenced ([`crate::fence`]).
+pub const FENCED_MEMBERS_ANNOTATION: &str = "mybookstore.dev/fenced-members";
 
 /// The names of one store's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]

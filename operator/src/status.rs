@@ -32,6 +32,13 @@ pub struct Observed {
     pub rollout: Vec<TierRollout>,
     /// Problems with the spec; non-empty means nothing was applied.
     pub spec_problems: Vec<String>,
+    /// The store hibernates ([`crate::hibernation`]).
+    pub hibernating: bool,
+    /// The `Hibernated` condition (status, reason, message).
+    pub hibernation: Option<(bool, &'static str, String)>,
+    /// The `Fenced` condition, while a member is fenced or the annotation is
+    /// unreadable.
+    pub fencing: Option<(bool, &'static str, String)>,
 }
 
 /// The status to write, given the desired counts and the previous status
@@ -95,6 +102,12 @@ pub fn compute(
     if let Some((on, reason, message)) = observed.switchover.condition() {
         conditions.push(condition("Switchover", on, reason, &message));
     }
+    if let Some((on, reason, message)) = &observed.hibernation {
+        conditions.push(condition("Hibernated", *on, reason, message));
+    }
+    if let Some((on, reason, message)) = &observed.fencing {
+        conditions.push(condition("Fenced", *on, reason, message));
+    }
     BookStoreStatus {
         observed_generation: observed.generation,
         phase: Some(verdict.sentence.clone()),
@@ -109,6 +122,7 @@ pub fn compute(
             .or_else(|| previous.and_then(|p| p.last_failover_time.clone())),
         coordinator: observed.coordinator.clone(),
         rollout: observed.rollout.clone(),
+        last_confirmed: Some(now.clone()),
         conditions,
     }
 }
@@ -134,6 +148,37 @@ fn tier_status(
         primary,
         primary_pod: primary.map(|p| names.pod(role, p)),
         epoch: topology.map_or(0, |t| t.epoch),
+    }
+}
+
+/// How often the leader rewrites `lastConfirmed` when nothing else in the
+/// status changed: each write of the status is a change of the BookStore,
+/// which the controller reconciles again, so writing at every reconcile
+/// (every 2 s) would reconcile without pause. A status is thus confirmed at
+/// least every 10 s while a leader acts.
+pub const CONFIRM_PERIOD: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether `next` must be written over `previous`: something changed
+/// besides `lastConfirmed`, or `previous` was confirmed [`CONFIRM_PERIOD`]
+/// or longer before `next`.
+pub fn needs_write(previous: Option<&BookStoreStatus>, next: &BookStoreStatus) -> bool {
+    let Some(previous) = previous else {
+        return true;
+    };
+    let same_otherwise = BookStoreStatus {
+        last_confirmed: next.last_confirmed.clone(),
+        ..previous.clone()
+    } == *next;
+    if !same_otherwise {
+        return true;
+    }
+    match (&previous.last_confirmed, &next.last_confirmed) {
+        (Some(before), Some(now)) => {
+            let period = k8s_openapi::jiff::SignedDuration::try_from(CONFIRM_PERIOD)
+                .unwrap_or(k8s_openapi::jiff::SignedDuration::MAX);
+            now.0.duration_since(before.0) >= period
+        }
+        (before, now) => before != now,
     }
 }
 
@@ -172,6 +217,15 @@ fn judge(
             format!("Invalid spec: {}", observed.spec_problems.join("; ")),
         );
     }
+    if observed.hibernating {
+        return verdict(
+            false,
+            false,
+            false,
+            "Hibernated",
+            "Hibernated: every tier is scaled to zero, the volumes are kept".to_owned(),
+        );
+    }
     let tiers = [("catalog", catalog), ("order", order)];
     let never_started = tiers.iter().all(|(_, t)| t.epoch == 0);
     if never_started {
@@ -183,13 +237,27 @@ fn judge(
             "Starting: waiting for the members' first heartbeats".to_owned(),
         );
     }
-    if let Some((tier, _)) = tiers.iter().find(|(_, t)| t.primary.is_none()) {
+    // A primary the coordinator no longer hears from is no primary: Ready
+    // never outlives it.
+    let topologies = [observed.catalog.as_ref(), observed.order.as_ref()];
+    let serving = |topology: Option<&Topology>| {
+        topology
+            .and_then(|t| t.primary.and_then(|p| t.member(p)))
+            .is_some_and(|m| m.live)
+    };
+    if let Some(((tier, _), _)) = tiers
+        .iter()
+        .zip(topologies)
+        .find(|((_, t), topology)| t.primary.is_none() || !serving(*topology))
+    {
         return verdict(
             false,
             true,
             true,
             "NoPrimary",
-            format!("Failing over {tier}: no in-sync member is live"),
+            format!(
+                "Failing over {tier}: no live primary (no in-sync member is live, or the primary stopped answering)"
+            ),
         );
     }
     if let Some((tier, t)) = tiers
@@ -360,5 +428,82 @@ mod tests {
         };
         let third = compute(&names, &desired(), &degraded, Some(&second), later.clone());
         assert_eq!(condition(&third, "Ready").last_transition_time, later);
+    }
+
+    #[test]
+    fn ready_never_outlives_a_primary_the_coordinator_no_longer_hears() {
+        let names = StoreNames::new("shop", "books");
+        let mut observed = healthy();
+        if let Some(catalog) = observed.catalog.as_mut() {
+            catalog.members[0].live = false;
+        }
+        let status = compute(&names, &desired(), &observed, None, now());
+        assert_eq!(condition(&status, "Ready").status, "False");
+        assert_eq!(condition(&status, "Degraded").reason, "NoPrimary");
+    }
+
+    #[test]
+    fn every_status_says_when_the_leader_confirmed_it() {
+        let names = StoreNames::new("shop", "books");
+        let status = compute(&names, &desired(), &healthy(), None, now());
+        assert_eq!(status.last_confirmed, Some(now()));
+    }
+
+    #[test]
+    fn a_hibernating_store_is_not_ready_and_says_why() {
+        let names = StoreNames::new("shop", "books");
+        let observed = Observed {
+            hibernating: true,
+            hibernation: Some(crate::hibernation::condition(true, None)),
+            ..healthy()
+        };
+        let status = compute(&names, &desired(), &observed, None, now());
+        assert_eq!(condition(&status, "Ready").reason, "Hibernated");
+        assert_eq!(condition(&status, "Degraded").status, "False");
+        assert_eq!(condition(&status, "Hibernated").status, "True");
+    }
+
+    #[test]
+    fn an_unchanged_status_is_rewritten_only_to_confirm_it_every_period() {
+        let names = StoreNames::new("shop", "books");
+        let at = |second| Time(k8s_openapi::jiff::Timestamp::from_second(second).expect("time"));
+        let first = compute(&names, &desired(), &healthy(), None, at(1_800_000_000));
+        assert!(needs_write(None, &first));
+        let soon = compute(
+            &names,
+            &desired(),
+            &healthy(),
+            Some(&first),
+            at(1_800_000_002),
+        );
+        assert!(
+            !needs_write(Some(&first), &soon),
+            "only lastConfirmed moved, 2 s later"
+        );
+        let later = compute(
+            &names,
+            &desired(),
+            &healthy(),
+            Some(&first),
+            at(1_800_000_010),
+        );
+        assert!(
+            needs_write(Some(&first), &later),
+            "confirmed again after the period"
+        );
+        let changed = compute(
+            &names,
+            &desired(),
+            &Observed {
+                frontend_ready: 0,
+                ..healthy()
+            },
+            Some(&first),
+            at(1_800_000_002),
+        );
+        assert!(
+            needs_write(Some(&first), &changed),
+            "a change is written at once"
+        );
     }
 }

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use bookstore_core::cluster::{Ordinal, Role};
 
 /// The annotation that asks for a switchover.
-pub const ANNOTATION: &str = "mybookstore.dev/switchover";
+pub const ANNOTATION: &str = crate::names::SWITCHOVER_ANNOTATION;
 
 /// What the annotation asks for: the primary wanted per tier.
 pub type Requests = BTreeMap<Role, Ordinal>;

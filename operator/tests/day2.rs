@@ -16,6 +16,18 @@
 //! refused with the condition and a `SwitchoverRefused` Event, and nothing
 //! moves.
 //!
+//! Fencing (item 6): `mybookstore.dev/fenced-members: catalog-0` takes the
+//! catalog primary out of the in-sync set; the primary moves to catalog-1 by
+//! a failover, catalog-0 stays out (not in sync, not live, its pod not
+//! Ready) while fenced, with a `Fenced` condition and Event; unfenced, it
+//! rejoins and the primary returns to it.
+//!
+//! Hibernation (item 6): `mybookstore.dev/hibernation: "on"` scales every
+//! workload to zero and keeps the volume claims; the coordinator neither
+//! fails over nor moves its epochs while the members are gone (status
+//! `Hibernated`); `"off"` brings the members back with the primaries on
+//! ordinal 0 and both catalog members in sync.
+//!
 //! As in `api_server.rs`, the test plays the kubelet and the members.
 
 mod support;
@@ -26,6 +38,9 @@ use std::time::Duration;
 
 use bookstore_core::cluster::Role;
 use bookstore_operator::crd::{BookStore, BookStoreStatus, CoordinatorSettings};
+use bookstore_operator::names::{
+    FENCED_MEMBERS_ANNOTATION, HIBERNATION_ANNOTATION, SWITCHOVER_ANNOTATION,
+};
 use bookstore_replication::topology::Topology;
 use bookstore_system_tests::store::{self, tier};
 use k8s_openapi::api::apps::v1::StatefulSet;
@@ -41,7 +56,7 @@ const WAIT: Duration = Duration::from_secs(60);
 const HEARTBEAT: Duration = Duration::from_millis(200);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn settings_scaling_and_switchover_on_a_real_api_server() {
+async fn settings_scaling_switchover_fencing_and_hibernation_on_a_real_api_server() {
     let cluster = Cluster::start(Mode::ApiOnly);
     let client = cluster.client().await;
     install_crd(&client).await;
@@ -250,6 +265,139 @@ async fn settings_scaling_and_switchover_on_a_real_api_server() {
     })
     .await;
 
+    // 6. Fencing the catalog primary: a failover to catalog-1; catalog-0
+    //    stays out of the in-sync set and its pod not Ready until unfenced.
+    kubelet.restart(&format!("{STORE}-catalog-0"));
+    wait(&stores, "catalog-0 is back as primary", |s| {
+        tier(s, "catalog").primary == Some(0) && tier(s, "catalog").in_sync_members == 2
+    })
+    .await;
+    let unfenced = catalog_topology(&operator, &ns, &token).await;
+    annotate_with(&stores, FENCED_MEMBERS_ANNOTATION, Some("catalog-0")).await;
+    store::wait_event(
+        &client,
+        &ns,
+        STORE,
+        "Fenced",
+        "catalog-0 (spec-catalog-0) fenced",
+        WAIT,
+    )
+    .await;
+    wait_event_saying(
+        &client,
+        &ns,
+        "Failover",
+        "catalog-0 is fenced, left the in-sync set; catalog primary moved from 0 to 1",
+    )
+    .await;
+    let fenced = wait(&stores, "catalog-1 is primary, catalog-0 fenced", |s| {
+        tier(s, "catalog").primary == Some(1)
+            && condition_reason(s, "Fenced") == Some(("True", "Fenced"))
+    })
+    .await;
+    assert!(tier(&fenced, "catalog").epoch > unfenced.epoch);
+    // It heartbeats on, yet stays out and unready.
+    tokio::time::sleep(HEARTBEAT * 10).await;
+    let out = catalog_topology(&operator, &ns, &token).await;
+    let member = out.member(0).expect("catalog-0 is listed");
+    assert!(!member.in_sync && !member.live, "{out:?}");
+    assert_eq!(out.primary, Some(1));
+    eventually("catalog-0's pod is not Ready", WAIT, || async {
+        let pod = pods.get(&format!("{STORE}-catalog-0")).await.ok()?;
+        (!pod_ready(&pod)).then_some(())
+    })
+    .await;
+    annotate_with(&stores, FENCED_MEMBERS_ANNOTATION, None).await;
+    store::wait_event(
+        &client,
+        &ns,
+        STORE,
+        "Unfenced",
+        "catalog-0 (spec-catalog-0) unfenced",
+        WAIT,
+    )
+    .await;
+    wait(&stores, "catalog-0 rejoined and is primary again", |s| {
+        tier(s, "catalog").primary == Some(0)
+            && tier(s, "catalog").in_sync_members == 2
+            && s.conditions.iter().all(|c| c.type_ != "Fenced")
+    })
+    .await;
+
+    // 7. Hibernation: every workload to zero, the claims kept, nothing
+    //    moves in the coordinator while the members are gone.
+    annotate_with(&stores, HIBERNATION_ANNOTATION, Some("on")).await;
+    let hibernated = wait(&stores, "the store is hibernated", |s| {
+        condition_reason(s, "Hibernated") == Some(("True", "Hibernating"))
+            && condition_reason(s, "Ready") == Some(("False", "Hibernated"))
+    })
+    .await;
+    store::wait_event(&client, &ns, STORE, "Hibernated", "hibernating", WAIT).await;
+    let deployments =
+        Api::<k8s_openapi::api::apps::v1::Deployment>::namespaced(client.clone(), &ns);
+    eventually("every workload is scaled to zero", WAIT, || async {
+        for tier in ["catalog", "order"] {
+            let set = sets.get(&format!("{STORE}-{tier}")).await.ok()?;
+            (set.spec?.replicas == Some(0)).then_some(())?;
+        }
+        for tier in ["frontend", "cache"] {
+            let deployment = deployments.get(&format!("{STORE}-{tier}")).await.ok()?;
+            (deployment.spec?.replicas == Some(0)).then_some(())?;
+        }
+        let members = pods.list(&Default::default()).await.ok()?;
+        members
+            .items
+            .iter()
+            .all(|p| member_of(p).is_none())
+            .then_some(())
+    })
+    .await;
+    let frozen = catalog_topology(&operator, &ns, &token).await;
+    assert_eq!(frozen.primary, Some(0), "{frozen:?}");
+    assert_eq!(
+        frozen.in_sync_ordinals(),
+        vec![0],
+        "only the primary is kept"
+    );
+    // Far longer than failure detection: no failover, no new epoch.
+    tokio::time::sleep(HEARTBEAT * 3 * 15 * 2).await;
+    let still = catalog_topology(&operator, &ns, &token).await;
+    assert_eq!(
+        (still.epoch, still.primary),
+        (frozen.epoch, Some(0)),
+        "{still:?}"
+    );
+    let claims =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .expect("claims");
+    println!(
+        "hibernated at catalog epoch {}; {} volume claims kept",
+        tier(&hibernated, "catalog").epoch,
+        claims.items.len()
+    );
+    annotate_with(&stores, HIBERNATION_ANNOTATION, Some("off")).await;
+    store::wait_event(&client, &ns, STORE, "Resumed", "resuming", WAIT).await;
+    let resumed = wait(
+        &stores,
+        "the store runs again, primaries on ordinal 0",
+        |s| {
+            tier(s, "catalog").primary == Some(0)
+                && tier(s, "catalog").in_sync_members == 2
+                && tier(s, "order").primary == Some(0)
+                && condition_reason(s, "Hibernated") == Some(("False", "Running"))
+        },
+    )
+    .await;
+    assert!(tier(&resumed, "catalog").epoch > frozen.epoch);
+    let after =
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .expect("claims");
+    assert_eq!(after.items.len(), claims.items.len(), "the same claims");
+
     stores
         .delete(STORE, &DeleteParams::foreground())
         .await
@@ -270,11 +418,36 @@ fn settings(interval_ms: u64, threshold: u32, catalog: u32, order: u32) -> Coord
 }
 
 async fn annotate(stores: &Api<BookStore>, value: Option<&str>) {
-    let patch = json!({"metadata": {"annotations": {"mybookstore.dev/switchover": value}}});
+    annotate_with(stores, SWITCHOVER_ANNOTATION, value).await;
+}
+
+async fn annotate_with(stores: &Api<BookStore>, annotation: &str, value: Option<&str>) {
+    let patch = json!({"metadata": {"annotations": {annotation: value}}});
     stores
         .patch(STORE, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .expect("the store is annotated");
+}
+
+/// Waits for an Event about the store with `reason` whose note says `part`
+/// (anywhere: a note starts with the tier and epoch).
+async fn wait_event_saying(client: &kube::Client, ns: &str, reason: &str, part: &str) {
+    let events = Api::<k8s_openapi::api::events::v1::Event>::namespaced(client.clone(), ns);
+    eventually(
+        &format!("an Event {reason} saying {part:?}"),
+        WAIT,
+        || async {
+            let list = events.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.note.as_deref().is_some_and(|n| n.contains(part))
+                })
+                .then_some(())
+        },
+    )
+    .await;
 }
 
 /// A condition's status and reason.
@@ -364,6 +537,14 @@ impl Kubelet {
         let topology_url = format!("{operator_url}/stores/{ns}/{STORE}/coordinator/topology");
         let task = tokio::spawn(play(pods, endpoint, topology_url, stopped.clone()));
         Self { task, stopped }
+    }
+
+    /// The pod's process may run again (a new one, for its current pod).
+    fn restart(&self, name: &str) {
+        self.stopped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
     }
 
     /// The pod's process dies and is not started again.
@@ -473,6 +654,13 @@ async fn play(
 /// next round retries).
 async fn patch_ready(pods: &Api<Pod>, name: &str, ready: bool) -> bool {
     try_set_ready(pods, name, ready).await.is_ok()
+}
+
+fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// A replicated member's pod: its name, tier and ordinal.

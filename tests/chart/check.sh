@@ -158,27 +158,30 @@ for render in "$DEFAULT" "$ALL"; do
     "($dep.spec.template.spec.securityContext | .runAsNonRoot == true and .seccompProfile.type == \"RuntimeDefault\")
      and ($c.securityContext | .runAsNonRoot == true and .readOnlyRootFilesystem == true
           and .allowPrivilegeEscalation == false and .capabilities.drop == [\"ALL\"] and .seccompProfile.type == \"RuntimeDefault\")" "$render"
-  expect "$name: resource requests; liveness /healthz and readiness /readyz on the metrics port (8080)" \
+  expect "$name: resource requests; liveness and readiness /healthz on the metrics port (8080): a standby is Ready too" \
     "($c.resources.requests | has(\"cpu\") and has(\"memory\"))
-     and $c.livenessProbe.httpGet.path == \"/healthz\" and $c.readinessProbe.httpGet.path == \"/readyz\"
+     and $c.livenessProbe.httpGet.path == \"/healthz\" and $c.readinessProbe.httpGet.path == \"/healthz\"
      and $c.livenessProbe.httpGet.port == \"metrics\" and $c.readinessProbe.httpGet.port == \"metrics\"
      and ($c.ports | map({(.name): .containerPort}) | add) == {\"metrics\": 8080, \"coordinator\": 9100}" "$render"
   expect "$name: POD_NAMESPACE and POD_NAME from the downward API" \
     "($c.env | map({(.name): .valueFrom.fieldRef.fieldPath}) | add) as \$e
-     | \$e.POD_NAMESPACE == \"metadata.namespace\" and \$e.POD_NAME == \"metadata.name\"" "$render"
+     | \$e.POD_NAMESPACE == \"metadata.namespace\" and \$e.POD_NAME == \"metadata.name\"
+       and \$e.BOOKSTORE_OPERATOR_OWN_POD == \"metadata.name\"" "$render"
   expect "$name: BOOKSTORE_OPERATOR_URL is the chart's Service, coordinator port" \
     "(.[] | select(.kind == \"Service\")) as \$s
      | ($c.env | map(select(.name == \"BOOKSTORE_OPERATOR_URL\"))[0].value)
        == \"http://\(\$s.metadata.name).\(\$s.metadata.namespace).svc:\(\$s.spec.ports[] | select(.name == \"coordinator\") | .port)\"" "$render"
-  expect "$name: the Service selects the operator pods, targets its named ports, and the ServiceAccount is theirs" \
+  expect "$name: the Service selects the operator pod the leader labelled, targets its named ports, and the ServiceAccount is theirs" \
     "(.[] | select(.kind == \"Service\")) as \$s | ($dep.spec.template.metadata.labels) as \$l
-     | (\$s.spec.selector | to_entries | all(\$l[.key] == .value))
+     | (\$s.spec.selector[\"mybookstore.dev/operator-leader\"] == \"true\")
+     and (\$s.spec.selector | del(.[\"mybookstore.dev/operator-leader\"]) | to_entries | length > 0 and all(\$l[.key] == .value))
      and ([\$s.spec.ports[].targetPort] | sort == [\"coordinator\", \"metrics\"])
      and $dep.spec.template.spec.serviceAccountName == (.[] | select(.kind == \"ServiceAccount\") | .metadata.name)
      and (\$l[\"app.kubernetes.io/name\"] != \"bookstore\")" "$render"
 done
-expect "defaults: image localhost/bookstore-operator:dev, IfNotPresent, 1 replica, Recreate" \
-  '(.[] | select(.kind == "Deployment")) | .spec.replicas == 1 and .spec.strategy.type == "Recreate"
+expect "defaults: image localhost/bookstore-operator:dev, IfNotPresent, 2 replicas, RollingUpdate one pod at a time" \
+  '(.[] | select(.kind == "Deployment")) | .spec.replicas == 2 and .spec.strategy.type == "RollingUpdate"
+   and .spec.strategy.rollingUpdate.maxUnavailable == 0
    and .spec.template.spec.containers[0].image == "localhost/bookstore-operator:dev"
    and .spec.template.spec.containers[0].imagePullPolicy == "IfNotPresent"' "$DEFAULT"
 # With the release name of the README, the Service has the name the operator
@@ -434,8 +437,13 @@ for r in bookstores.mybookstore.dev statefulsets.apps deployments.apps services 
   [ "$(as_ns list "$r" -n "$NS_STORES")" = yes ] && [ "$(as_ns watch "$r" -n "$NS_STORES")" = yes ] \
     || fail "namespace-scoped: the operator may not list/watch $r in $NS_STORES"
   [ "$(as_ns list "$r" -A)" = no ] || fail "namespace-scoped: the operator may list $r in every namespace"
-  [ "$(as_ns list "$r" -n "$NS")" = no ] || fail "namespace-scoped: the operator may list $r in $NS, which it does not watch"
+  # Its own pods in the release namespace it lists and labels (the leader's label).
+  [ "$r" = pods ] || [ "$(as_ns list "$r" -n "$NS")" = no ] || fail "namespace-scoped: the operator may list $r in $NS, which it does not watch"
 done
+[ "$(as_ns patch pods -n "$NS")" = yes ] && [ "$(as_ns list pods -n "$NS")" = yes ] \
+  || fail "namespace-scoped: the leader may not label its own pod in $NS"
+[ "$(as_ns delete pods -n "$NS")" = no ] && [ "$(as_ns watch pods -n "$NS")" = no ] \
+  || fail "namespace-scoped: the operator may delete or watch pods in $NS"
 for check in "patch bookstores.mybookstore.dev --subresource=status" "create secrets" "patch pods" "delete pods" "update configmaps" "create events.events.k8s.io"; do
   # shellcheck disable=SC2086 # the verb and resource are two words
   [ "$(as_ns $check -n "$NS_STORES")" = yes ] || fail "namespace-scoped: the operator may not $check in $NS_STORES"

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use bookstore_core::cluster::{ClusterConfig, Member, Role};
+use bookstore_core::plan::REPLICATED_TIERS;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -49,7 +50,7 @@ pub fn cluster_file(names: &StoreNames, replicas: &ReplicaCounts, coordinator_ur
         peer: address(&names.service_host(role), PEER_PORT),
     };
     let mut members = vec![single(Role::Frontend), single(Role::Cache)];
-    for role in [Role::Catalog, Role::Order] {
+    for role in REPLICATED_TIERS {
         for ordinal in 0..replicas.of(role) {
             let host = names.member_host(role, ordinal);
             members.push(Member {

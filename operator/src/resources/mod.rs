@@ -9,6 +9,7 @@ mod workloads;
 use std::collections::BTreeMap;
 
 use bookstore_core::cluster::Role;
+use bookstore_core::plan::REPLICATED_TIERS;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -30,6 +31,9 @@ pub struct Inputs {
     /// still counts a member above the new count (a scale-down waits until
     /// the member has left the in-sync set and the topology).
     pub kept_members: BTreeMap<Role, u32>,
+    /// The store hibernates: every workload has no pods
+    /// ([`crate::hibernation`]).
+    pub hibernating: bool,
 }
 
 /// Every object of one store, in the order they are applied.
@@ -62,7 +66,7 @@ pub fn desired(store: &BookStore, valid: &ValidStore, inputs: &Inputs) -> Desire
         )],
         ..Default::default()
     };
-    for role in [Role::Catalog, Role::Order] {
+    for role in REPLICATED_TIERS {
         objects.services.push(services::headless(
             &names,
             role,

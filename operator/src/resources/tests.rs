@@ -16,6 +16,7 @@ fn inputs() -> Inputs {
     Inputs {
         coordinator_url: "http://bookstore-operator.ops.svc:9100/stores/books/shop".into(),
         kept_members: Default::default(),
+        hibernating: false,
     }
 }
 
@@ -346,5 +347,91 @@ fn every_tier_with_pods_has_a_disruption_budget_of_one() {
             spec.max_unavailable,
             Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(1))
         );
+    }
+}
+
+/// The pods' command lines come from the store plan
+/// (`bookstore_core::plan::MemberCommand`); these are the exact args a
+/// running store's pods have, so moving them there rolled no pod.
+#[test]
+fn the_pods_command_lines_are_the_ones_running_stores_have() {
+    let objects = build(BookStoreSpec::default());
+    let args_of = |name: &str| {
+        let template = objects
+            .stateful_sets
+            .iter()
+            .filter(|s| s.metadata.name.as_deref() == Some(name))
+            .map(|s| &s.spec.as_ref().expect("spec").template)
+            .chain(
+                objects
+                    .deployments
+                    .iter()
+                    .filter(|d| d.metadata.name.as_deref() == Some(name))
+                    .map(|d| &d.spec.as_ref().expect("spec").template),
+            )
+            .next()
+            .expect("the workload");
+        template.spec.as_ref().expect("pod").containers[0]
+            .args
+            .clone()
+            .expect("args")
+    };
+    let common = [
+        "--cluster",
+        "/etc/bookstore/cluster.conf",
+        "--inventory",
+        "/etc/bookstore/inventory.txt",
+        "--token-file",
+        "/var/run/bookstore/peer-token",
+        "--data-dir",
+        "/data",
+        "--bind-host",
+        "0.0.0.0",
+        "--heartbeat-ms",
+        "1000",
+        "--coordinator-url",
+        "http://bookstore-operator.ops.svc:9100/stores/books/shop",
+    ];
+    let expected = |role: &str, tail: &[&str]| -> Vec<String> {
+        std::iter::once(role)
+            .chain(common)
+            .chain(tail.iter().copied())
+            .map(str::to_owned)
+            .collect()
+    };
+    assert_eq!(
+        args_of("shop-catalog"),
+        expected(
+            "catalog",
+            &["--ordinal-from-hostname", "--advertise-host", "$(POD_IP)"]
+        )
+    );
+    assert_eq!(args_of("shop-frontend"), expected("frontend", &[]));
+}
+
+#[test]
+fn a_hibernating_store_has_no_pods_but_keeps_its_volumes() {
+    let spec = BookStoreSpec::default();
+    let hibernating = Inputs {
+        hibernating: true,
+        ..inputs()
+    };
+    let objects = desired(
+        &sample(spec.clone()),
+        &valid(&spec, "init,1,3,10,t,a\n"),
+        &hibernating,
+    );
+    for set in &objects.stateful_sets {
+        let spec = set.spec.as_ref().expect("spec");
+        assert_eq!(spec.replicas, Some(0), "{:?}", set.metadata.name);
+        let retention = spec
+            .persistent_volume_claim_retention_policy
+            .as_ref()
+            .expect("retention");
+        assert_eq!(retention.when_scaled.as_deref(), Some("Retain"));
+    }
+    for deployment in &objects.deployments {
+        let replicas = deployment.spec.as_ref().and_then(|s| s.replicas);
+        assert_eq!(replicas, Some(0), "{:?}", deployment.metadata.name);
     }
 }

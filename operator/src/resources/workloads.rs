@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use bookstore_core::cluster::Role;
+use bookstore_core::plan::{MemberCommand, OrdinalSource};
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy,
     StatefulSetSpec, StatefulSetUpdateStrategy,
@@ -24,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use super::Inputs;
 use super::config::{CLUSTER_KEY, INVENTORY_KEY};
 use crate::crd::MemberSpread;
+use crate::hibernation;
 use crate::names::{PEER_PORT, PUBLIC_PORT, StoreNames};
 use crate::validate::ValidStore;
 
@@ -63,7 +65,10 @@ pub fn stateful_set(
     StatefulSet {
         metadata,
         spec: Some(StatefulSetSpec {
-            replicas: Some(kept_pod_count(store, inputs, role)),
+            replicas: Some(hibernation::replicas(
+                inputs.hibernating,
+                kept_pod_count(store, inputs, role),
+            )),
             service_name: Some(names.tier(role)),
             // Members start together: each waits for its own resync anyway.
             pod_management_policy: Some("Parallel".to_owned()),
@@ -118,7 +123,10 @@ pub fn deployment(
     Deployment {
         metadata,
         spec: Some(DeploymentSpec {
-            replicas: Some(pod_count(store, role)),
+            replicas: Some(hibernation::replicas(
+                inputs.hibernating,
+                pod_count(store, role),
+            )),
             selector: LabelSelector {
                 match_labels: Some(names.selector(role)),
                 ..Default::default()
@@ -243,33 +251,27 @@ fn member_spread(names: &StoreNames, spread: MemberSpread, role: Role) -> Option
 
 fn container(store: &ValidStore, inputs: &Inputs, role: Role) -> Container {
     let spec = &store.spec;
-    let mut args = vec![
-        role.to_string(),
-        "--cluster".to_owned(),
-        format!("{CONFIG_DIR}/{CLUSTER_KEY}"),
-        "--inventory".to_owned(),
-        format!("{CONFIG_DIR}/{INVENTORY_KEY}"),
-        "--token-file".to_owned(),
-        format!("{TOKEN_DIR}/peer-token"),
-        "--data-dir".to_owned(),
-        DATA_DIR.to_owned(),
-        "--bind-host".to_owned(),
-        "0.0.0.0".to_owned(),
-        "--heartbeat-ms".to_owned(),
-        spec.heartbeat.interval.as_millis().to_string(),
-        "--coordinator-url".to_owned(),
-        inputs.coordinator_url.clone(),
-    ];
-    if role.is_replicated() {
-        args.push("--ordinal-from-hostname".to_owned());
+    let replicated = role.is_replicated();
+    let args = MemberCommand {
+        role,
+        ordinal: if replicated {
+            OrdinalSource::FromHostname
+        } else {
+            OrdinalSource::First
+        },
+        cluster: format!("{CONFIG_DIR}/{CLUSTER_KEY}"),
+        inventory: format!("{CONFIG_DIR}/{INVENTORY_KEY}"),
+        token_file: format!("{TOKEN_DIR}/peer-token"),
+        data_dir: DATA_DIR.to_owned(),
+        heartbeat_ms: u64::try_from(spec.heartbeat.interval.as_millis()).unwrap_or(u64::MAX),
+        bind_host: Some("0.0.0.0".to_owned()),
         // Peers reach a member at its pod IP: a recreated pod's DNS record
         // may be stale in resolvers' caches for a while.
-        args.push("--advertise-host".to_owned());
-        args.push("$(POD_IP)".to_owned());
+        advertise_host: replicated.then(|| "$(POD_IP)".to_owned()),
+        coordinator_url: Some(inputs.coordinator_url.clone()),
+        no_cache: spec.replicas.cache == 0,
     }
-    if spec.replicas.cache == 0 {
-        args.push("--no-cache".to_owned());
-    }
+    .args();
     let probe = |path: &str, period_seconds, failure_threshold| Probe {
         http_get: Some(HTTPGetAction {
             path: Some(path.to_owned()),

@@ -41,14 +41,10 @@ enum Command {
     /// Measure throughput and latency of search, lookup and buy at several
     /// client counts, with the per-tier breakdown from the services' metrics.
     Bench(bench::BenchArgs),
-    /// Run the frontend service.
-    Frontend(roles::RoleArgs),
-    /// Run a catalog replica.
-    Catalog(roles::RoleArgs),
-    /// Run an order replica.
-    Order(roles::RoleArgs),
-    /// Run the cache service.
-    Cache(roles::RoleArgs),
+    /// Run one service: frontend, catalog, order or cache (what `up` and
+    /// the Kubernetes pods run).
+    #[command(flatten)]
+    Role(roles::RoleCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -68,14 +64,10 @@ fn main() -> anyhow::Result<()> {
             Command::Console(args) => console::run(args).await,
             Command::Client(args) => client::run(args).await,
             Command::Bench(_) => anyhow::bail!("bench runs on its own runtime"),
-            Command::Frontend(args) => {
-                roles::run(bookstore_core::cluster::Role::Frontend, args).await
+            Command::Role(command) => {
+                let (role, args) = command.into_parts();
+                roles::run(role, args).await
             }
-            Command::Catalog(args) => {
-                roles::run(bookstore_core::cluster::Role::Catalog, args).await
-            }
-            Command::Order(args) => roles::run(bookstore_core::cluster::Role::Order, args).await,
-            Command::Cache(args) => roles::run(bookstore_core::cluster::Role::Cache, args).await,
         }
     })
 }
@@ -96,10 +88,7 @@ const WORKER_THREADS_VAR: &str = "BOOKSTORE_WORKER_THREADS";
 /// runtime spent about a quarter less CPU per lookup and per buy than two
 /// workers did, and left every process one core to use.
 fn runtime_for(command: &Command) -> anyhow::Result<tokio::runtime::Runtime> {
-    let service = matches!(
-        command,
-        Command::Frontend(_) | Command::Catalog(_) | Command::Order(_) | Command::Cache(_)
-    );
+    let service = matches!(command, Command::Role(_));
     let workers = match std::env::var(WORKER_THREADS_VAR) {
         Ok(value) => Some(value.trim().parse::<usize>().map_err(|_| {
             anyhow::anyhow!("{WORKER_THREADS_VAR} must be a number of threads, not {value:?}")

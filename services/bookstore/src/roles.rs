@@ -9,9 +9,43 @@ use bookstore_core::http::Listeners;
 use bookstore_core::inventory;
 use bookstore_core::shutdown::Shutdown;
 use bookstore_replication::node::NodeConfig;
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::settings::{DEFAULT_INVENTORY, StoreArgs};
+
+/// `bookstore frontend|catalog|order|cache`: one service, with its settings.
+#[derive(Debug, Clone, Subcommand)]
+pub enum RoleCommand {
+    /// Run the frontend service.
+    Frontend(RoleArgs),
+    /// Run a catalog replica.
+    Catalog(RoleArgs),
+    /// Run an order replica.
+    Order(RoleArgs),
+    /// Run the cache service.
+    Cache(RoleArgs),
+}
+
+impl RoleCommand {
+    pub fn role(&self) -> Role {
+        match self {
+            RoleCommand::Frontend(_) => Role::Frontend,
+            RoleCommand::Catalog(_) => Role::Catalog,
+            RoleCommand::Order(_) => Role::Order,
+            RoleCommand::Cache(_) => Role::Cache,
+        }
+    }
+
+    pub fn into_parts(self) -> (Role, RoleArgs) {
+        let role = self.role();
+        match self {
+            RoleCommand::Frontend(args)
+            | RoleCommand::Catalog(args)
+            | RoleCommand::Order(args)
+            | RoleCommand::Cache(args) => (role, args),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct RoleArgs {
@@ -173,6 +207,84 @@ fn rebind(address: &str, bind_host: &str) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bookstore_core::plan::{MemberCommand, OrdinalSource};
+    use clap::Parser;
+    use std::path::Path;
+
+    /// `bookstore ROLE ...` as the binary parses it.
+    #[derive(Debug, Parser)]
+    struct Member {
+        #[command(subcommand)]
+        command: RoleCommand,
+    }
+
+    fn parse(plan: &MemberCommand) -> (Role, RoleArgs) {
+        let args = std::iter::once("bookstore".to_owned()).chain(plan.args());
+        Member::try_parse_from(args)
+            .expect("the plan's command line parses")
+            .command
+            .into_parts()
+    }
+
+    #[test]
+    fn the_plans_command_line_parses_into_the_members_settings() {
+        let pod = MemberCommand {
+            role: Role::Catalog,
+            ordinal: OrdinalSource::FromHostname,
+            cluster: "/etc/bookstore/cluster.conf".into(),
+            inventory: "/etc/bookstore/inventory.txt".into(),
+            token_file: "/var/run/bookstore/peer-token".into(),
+            data_dir: "/data".into(),
+            heartbeat_ms: 250,
+            bind_host: Some("0.0.0.0".into()),
+            advertise_host: Some("10.0.0.7".into()),
+            coordinator_url: Some("http://operator:9100/stores/ns/shop".into()),
+            no_cache: true,
+        };
+        let (role, args) = parse(&pod);
+        assert_eq!(role, Role::Catalog);
+        assert!(args.ordinal_from_hostname);
+        assert_eq!(args.store.cluster, Path::new("/etc/bookstore/cluster.conf"));
+        assert_eq!(args.inventory, Path::new("/etc/bookstore/inventory.txt"));
+        assert_eq!(
+            args.store.token_path(),
+            Path::new("/var/run/bookstore/peer-token")
+        );
+        assert_eq!(args.store.data_dir, Path::new("/data"));
+        assert_eq!(args.store.heartbeat_ms, 250);
+        assert_eq!(args.bind_host.as_deref(), Some("0.0.0.0"));
+        assert_eq!(args.advertise_host.as_deref(), Some("10.0.0.7"));
+        assert_eq!(
+            args.coordinator_url.as_deref(),
+            Some("http://operator:9100/stores/ns/shop")
+        );
+        assert!(args.no_cache);
+
+        let child = MemberCommand {
+            role: Role::Order,
+            ordinal: OrdinalSource::Given(1),
+            bind_host: None,
+            advertise_host: None,
+            coordinator_url: None,
+            no_cache: false,
+            ..pod.clone()
+        };
+        let (role, args) = parse(&child);
+        assert_eq!(role, Role::Order);
+        assert_eq!(args.ordinal, 1);
+        assert!(!args.ordinal_from_hostname);
+        assert_eq!(args.bind_host, None);
+        assert_eq!(args.coordinator_url, None);
+        assert!(!args.no_cache);
+
+        let frontend = MemberCommand {
+            role: Role::Frontend,
+            ordinal: OrdinalSource::First,
+            ..child
+        };
+        let (role, args) = parse(&frontend);
+        assert_eq!((role, args.ordinal), (Role::Frontend, 0));
+    }
 
     #[test]
     fn ordinals_come_from_statefulset_pod_names() {

@@ -19,6 +19,7 @@ use bookstore_core::cluster::{ClusterConfig, Member, Role};
 use bookstore_core::http::{always_ready, serve, service_router};
 use bookstore_core::inventory;
 use bookstore_core::metrics::Metrics;
+use bookstore_core::plan::{self, MemberCommand, OrdinalSource};
 use bookstore_core::shutdown::{self, Shutdown};
 use bookstore_core::token::PeerToken;
 use bookstore_replication::coordinator::durable::FileStore;
@@ -168,15 +169,8 @@ async fn start_coordinator(
         heartbeat_interval: args.store.heartbeat_interval(),
         miss_threshold: args.miss_threshold.max(1),
     };
-    let tiers = [
-        (Role::Catalog, cluster.of_role(Role::Catalog).count()),
-        (Role::Order, cluster.of_role(Role::Order).count()),
-    ];
-    let subscribers = cluster
-        .of_role(Role::Frontend)
-        .chain(cluster.of_role(Role::Order))
-        .map(|m| m.peer.clone())
-        .collect();
+    let tiers = plan::cluster_tiers(cluster);
+    let subscribers = plan::cluster_subscribers(cluster);
     let metrics = Metrics::new("coordinator");
     // The coordinator's epochs and in-sync sets outlive `up`: a restarted
     // store continues from them and can never elect a stale member.
@@ -220,24 +214,20 @@ struct ChildSpec {
 impl ChildSpec {
     fn new(member: &Member, data_dir: &Path, up: &UpArgs) -> anyhow::Result<Self> {
         let program = std::env::current_exe().context("finding the bookstore binary")?;
-        let mut args = vec![
-            member.role.to_string(),
-            "--ordinal".into(),
-            member.ordinal.to_string(),
-            "--cluster".into(),
-            up.store.cluster.display().to_string(),
-            "--data-dir".into(),
-            data_dir.display().to_string(),
-            "--token-file".into(),
-            up.store.token_path().display().to_string(),
-            "--heartbeat-ms".into(),
-            up.store.heartbeat_ms.to_string(),
-            "--inventory".into(),
-            up.inventory.display().to_string(),
-        ];
-        if up.no_cache {
-            args.push("--no-cache".into());
+        let args = MemberCommand {
+            role: member.role,
+            ordinal: OrdinalSource::Given(member.ordinal),
+            cluster: up.store.cluster.display().to_string(),
+            inventory: up.inventory.display().to_string(),
+            token_file: up.store.token_path().display().to_string(),
+            data_dir: data_dir.display().to_string(),
+            heartbeat_ms: up.store.heartbeat_ms,
+            bind_host: None,
+            advertise_host: None,
+            coordinator_url: None,
+            no_cache: up.no_cache,
         }
+        .args();
         Ok(Self {
             member: member.clone(),
             name: member.name(),

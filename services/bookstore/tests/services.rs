@@ -12,6 +12,7 @@ use bookstore_core::cluster::{ClusterConfig, Role};
 use bookstore_core::http::{Listeners, always_ready, serve, service_router};
 use bookstore_core::inventory::{self, Book};
 use bookstore_core::metrics::Metrics;
+use bookstore_core::plan;
 use bookstore_core::shutdown::{self, ShutdownTrigger};
 use bookstore_core::token::PeerToken;
 use bookstore_replication::coordinator::CoordinatorConfig;
@@ -174,15 +175,11 @@ async fn start_coordinator(cluster: &ClusterConfig, token: &PeerToken, data_dir:
         heartbeat_interval: TEST_HEARTBEAT,
         ..Default::default()
     };
-    let subscribers = cluster
-        .of_role(Role::Frontend)
-        .chain(cluster.of_role(Role::Order))
-        .map(|m| m.peer.clone())
-        .collect();
+    let subscribers = plan::cluster_subscribers(cluster);
     let metrics = Metrics::new("coordinator");
     let server = CoordinatorServer::start_local(
         config,
-        &[(Role::Catalog, 2), (Role::Order, 2)],
+        &plan::cluster_tiers(cluster),
         subscribers,
         Arc::new(FileStore::in_dir(data_dir)),
         token.clone(),

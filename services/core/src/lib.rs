@@ -2,7 +2,7 @@
 //! how a service is served over HTTP ([`http`]), how errors look on the wire
 //! ([`error`], and [`json_errors`] for the errors axum and its layers answer), what it measures ([`metrics`]), how it calls its peers
 //! ([`peer`]), where its peers are ([`cluster`]), the wire types of the public
-//! and internal APIs ([`api`]), the initial inventory ([`inventory`]) and the
+//! and internal APIs ([`api`]), the members' command lines and the coordinator's wiring ([`plan`]), the initial inventory ([`inventory`]) and the
 //! shared peer token ([`token`]).
 
 pub mod api;
@@ -14,6 +14,7 @@ pub mod json_errors;
 pub mod metrics;
 pub mod params;
 pub mod peer;
+pub mod plan;
 pub mod retry;
 pub mod shutdown;
 pub mod telemetry;

@@ -22,6 +22,20 @@
 //!    in-sync set and resyncs from the new primary, so no replica ever keeps
 //!    a write the new primary does not have.
 //!
+//! Two requests of an operator suspend parts of this:
+//! - **Fencing** ([`Coordinator::fence`]): a fenced member counts as not
+//!   live whatever it says, so it leaves the in-sync set (unless it is the
+//!   last member there), is never elected nor admitted, and a fenced primary
+//!   is replaced by a failover to an in-sync member; unfenced, it rejoins as
+//!   any member does (resync, then admission).
+//! - **Hibernation** ([`Coordinator::hibernate`]): before every member is
+//!   stopped, the in-sync set shrinks to the primary (the others resync when
+//!   the store resumes) and the tier freezes: nothing it hears changes
+//!   anything, so the members going away neither fail over nor lose the
+//!   durable facts. Woken, it forgets the members it heard and waits, with
+//!   no deadline, until the primary it kept is heard again, which then
+//!   continues at a higher epoch.
+//!
 //! Its settings (heartbeat interval, miss threshold, members per tier) can
 //! change while it runs ([`Coordinator::reconfigure`]): nothing it knows is
 //! reset, so epochs go on rising. A scale-down removes the members above the
@@ -110,6 +124,10 @@ pub enum AlterError {
     /// The member restarted since the primary brought it up to date.
     #[error("member {0} restarted since it caught up")]
     Restarted(Ordinal),
+    #[error("member {0} is fenced")]
+    Fenced(Ordinal),
+    #[error("the tier is hibernating")]
+    Hibernating,
 }
 
 /// What `bookstore status` and the operator show of a tier.
@@ -147,10 +165,11 @@ struct MemberRecord {
 enum Memory {
     /// No durable facts: wait for every member, then trust the newest data.
     Bootstrapping,
-    /// Continued from durable facts: until `until`, or until every member
-    /// of the recorded in-sync set has been heard from, change nothing (a
-    /// member not yet heard from is unknown, not down).
-    Resuming { until: Instant },
+    /// Continued from durable facts: until `until` (`None`: woken from
+    /// hibernation, when no member runs yet, so no deadline), or until every
+    /// member of the recorded in-sync set has been heard from, change nothing
+    /// (a member not yet heard from is unknown, not down).
+    Resuming { until: Option<Instant> },
     /// Acting on what it has seen.
     Settled,
 }
@@ -170,6 +189,10 @@ struct TierState {
     held_back: bool,
     /// The member a planned switchover asks for, while it asks.
     preferred: Option<Ordinal>,
+    /// Members the operator fenced: never live, never elected or admitted.
+    fenced: BTreeSet<Ordinal>,
+    /// Frozen while the store hibernates (see the module comment).
+    hibernating: bool,
 }
 
 /// The coordinator of every replicated tier of one store.
@@ -208,6 +231,8 @@ impl Coordinator {
                     memory: Memory::Bootstrapping,
                     held_back: false,
                     preferred: None,
+                    fenced: BTreeSet::new(),
+                    hibernating: false,
                 };
                 match durable.get(&tier) {
                     Some(record) if !record.in_sync.is_empty() => {
@@ -350,8 +375,8 @@ impl Coordinator {
         let mut reasons = Vec::new();
         let ordinal = heartbeat.ordinal;
         // A member removed by a scale-down (its pod is terminating) is not
-        // taken back.
-        if !state.is_expected(ordinal) {
+        // taken back; a hibernating tier hears nobody.
+        if !state.is_expected(ordinal) || state.hibernating {
             return None;
         }
         let restarted = state
@@ -486,6 +511,61 @@ impl Coordinator {
         self.tiers.get(&tier).and_then(|state| state.preferred)
     }
 
+    /// Fences exactly `fenced` of `tier` (an empty set unfences everyone):
+    /// a fenced member is not live, so it leaves the in-sync set and a fenced
+    /// primary is replaced at once; see the module comment.
+    pub fn fence(
+        &mut self,
+        tier: Role,
+        fenced: &BTreeSet<Ordinal>,
+        now: Instant,
+    ) -> Option<Published> {
+        let timeout = self.config.liveness_timeout();
+        let state = self.tiers.get_mut(&tier)?;
+        if &state.fenced == fenced {
+            return None;
+        }
+        state.fenced = fenced.clone();
+        state.settle(now, timeout, Vec::new())
+    }
+
+    /// The members of `tier` that are fenced.
+    pub fn fenced(&self, tier: Role) -> BTreeSet<Ordinal> {
+        self.tiers
+            .get(&tier)
+            .map(|state| state.fenced.clone())
+            .unwrap_or_default()
+    }
+
+    /// Hibernates (`on`) or wakes every tier; returns the changes published
+    /// on the way in (the in-sync set shrinking to the primary). See the
+    /// module comment.
+    pub fn hibernate(&mut self, on: bool, now: Instant) -> Vec<Published> {
+        let timeout = self.config.liveness_timeout();
+        let mut changes = Vec::new();
+        for state in self.tiers.values_mut() {
+            if state.hibernating == on {
+                continue;
+            }
+            if on {
+                changes.extend(state.shrink_to_primary(now, timeout));
+                state.hibernating = true;
+            } else {
+                state.hibernating = false;
+                state.members.clear();
+                if state.memory != Memory::Bootstrapping {
+                    state.memory = Memory::Resuming { until: None };
+                }
+            }
+        }
+        changes
+    }
+
+    /// Whether the tiers are hibernating.
+    pub fn is_hibernating(&self) -> bool {
+        self.tiers.values().any(|state| state.hibernating)
+    }
+
     /// Expires silent members and re-applies the rule; call it a few times
     /// per heartbeat interval.
     pub fn tick(&mut self, now: Instant) -> Vec<Published> {
@@ -507,6 +587,9 @@ impl Coordinator {
             .tiers
             .get_mut(&request.tier)
             .ok_or(AlterError::UnknownTier(request.tier))?;
+        if state.hibernating {
+            return Err(AlterError::Hibernating);
+        }
         if request.epoch != state.epoch {
             return Err(AlterError::StaleEpoch {
                 asked: request.epoch,
@@ -542,6 +625,12 @@ impl Coordinator {
         {
             return Err(AlterError::NotLive(added));
         }
+        if let Some(&fenced) = wanted
+            .difference(&current)
+            .find(|o| state.fenced.contains(o))
+        {
+            return Err(AlterError::Fenced(fenced));
+        }
         if let Some((&added, _)) = request
             .added
             .iter()
@@ -574,7 +663,28 @@ impl TierState {
         self.epoch = record.epoch;
         self.primary = record.primary;
         self.in_sync = record.in_sync.clone();
-        self.memory = Memory::Resuming { until };
+        self.memory = Memory::Resuming { until: Some(until) };
+    }
+
+    /// The in-sync set becomes the primary alone (one new epoch), before the
+    /// members stop: on waking only the primary is waited for, and the rest
+    /// resync from it.
+    fn shrink_to_primary(&mut self, now: Instant, timeout: Duration) -> Option<Published> {
+        let primary = self.primary?;
+        if self.in_sync.len() <= 1 || !self.in_sync.contains_key(&primary) {
+            return None;
+        }
+        self.in_sync.retain(|&ordinal, _| ordinal == primary);
+        self.epoch += 1;
+        Some(Published {
+            topology: self.topology(now, timeout),
+            reason: format!(
+                "{} hibernating: {}-{primary} is kept as the only in-sync member; the others resync when the store resumes",
+                self.tier, self.tier
+            ),
+            failover: false,
+            previous_primary: None,
+        })
     }
 
     fn record(&self) -> TierRecord {
@@ -626,13 +736,17 @@ impl TierState {
 
     /// Heard from within the liveness timeout and not marked down.
     fn is_live(&self, ordinal: Ordinal, now: Instant, timeout: Duration) -> bool {
-        self.members
-            .get(&ordinal)
-            .is_some_and(|m| m.down_cause.is_none() && now.duration_since(m.last_seen) <= timeout)
+        !self.fenced.contains(&ordinal)
+            && self.members.get(&ordinal).is_some_and(|m| {
+                m.down_cause.is_none() && now.duration_since(m.last_seen) <= timeout
+            })
     }
 
     /// How a member that is not live was found down, in words.
     fn why_down(&self, ordinal: Ordinal) -> String {
+        if self.fenced.contains(&ordinal) {
+            return "is fenced".to_owned();
+        }
         let member = self.members.get(&ordinal);
         match member.and_then(|m| m.down_cause.as_deref().or(m.suspect_cause.as_deref())) {
             Some(cause) => format!("is down ({cause})"),
@@ -679,7 +793,7 @@ impl TierState {
     /// been heard from, or the wait is over.
     fn end_resume_if_due(&mut self, now: Instant) {
         if let Memory::Resuming { until } = self.memory
-            && (now >= until || self.unheard_in_sync().is_empty())
+            && (until.is_some_and(|until| now >= until) || self.unheard_in_sync().is_empty())
         {
             self.memory = Memory::Settled;
         }
@@ -692,6 +806,9 @@ impl TierState {
         timeout: Duration,
         mut reasons: Vec<String>,
     ) -> Option<Published> {
+        if self.hibernating {
+            return None;
+        }
         reasons.extend(self.remove_scaled_down());
         self.end_resume_if_due(now);
         if self.held_back && !self.withholding() {

@@ -358,6 +358,48 @@ impl CoordinatorServer {
         Ok(())
     }
 
+    /// Fences exactly `fenced` of `tier`; true if that changed anything. See
+    /// [`Coordinator::fence`]; the change is saved and published.
+    pub async fn fence(
+        &self,
+        tier: Role,
+        fenced: &std::collections::BTreeSet<bookstore_core::cluster::Ordinal>,
+    ) -> bool {
+        let mut guarded = self.guarded.lock().await;
+        if &guarded.coordinator.fenced(tier) == fenced {
+            return false;
+        }
+        let change = guarded.coordinator.fence(tier, fenced, Instant::now());
+        self.commit(&mut guarded, change.into_iter().collect())
+            .await;
+        true
+    }
+
+    /// The members of `tier` that are fenced.
+    pub async fn fenced(
+        &self,
+        tier: Role,
+    ) -> std::collections::BTreeSet<bookstore_core::cluster::Ordinal> {
+        self.guarded.lock().await.coordinator.fenced(tier)
+    }
+
+    /// Whether the tiers hibernate.
+    pub async fn is_hibernating(&self) -> bool {
+        self.guarded.lock().await.coordinator.is_hibernating()
+    }
+
+    /// Hibernates or wakes every tier; true if that changed anything. See
+    /// [`Coordinator::hibernate`]; the changes are saved and published.
+    pub async fn hibernate(&self, on: bool) -> bool {
+        let mut guarded = self.guarded.lock().await;
+        if guarded.coordinator.is_hibernating() == on {
+            return false;
+        }
+        let changes = guarded.coordinator.hibernate(on, Instant::now());
+        self.commit(&mut guarded, changes).await;
+        true
+    }
+
     /// The member a switchover asks for in `tier`, if any.
     pub async fn switchover_target(&self, tier: Role) -> Option<bookstore_core::cluster::Ordinal> {
         self.guarded

@@ -1011,3 +1011,111 @@ mod switchover {
         assert_eq!(lost.topology.primary, Some(0));
     }
 }
+
+#[test]
+fn a_fenced_primary_is_replaced_by_an_in_sync_member_and_rejoins_once_unfenced() {
+    let mut s = Scenario::healthy_pair();
+    let change = s
+        .coordinator
+        .fence(TIER, &BTreeSet::from([0]), s.now)
+        .expect("fencing the primary changes the tier");
+    assert!(change.failover, "{change:?}");
+    assert_eq!(change.previous_primary, Some(0));
+    assert!(
+        change.reason.contains("catalog-0 is fenced"),
+        "{}",
+        change.reason
+    );
+    assert_eq!(s.topology().primary, Some(1));
+    assert_eq!(s.in_sync(), [1]);
+    // Its heartbeats do not make it live, and its primary cannot admit it.
+    s.run_for(
+        Duration::from_secs(5),
+        &[(0, 100, Phase::Following), (1, 200, Phase::Leading)],
+    );
+    let fenced = s.topology();
+    let member = fenced
+        .members
+        .iter()
+        .find(|m| m.ordinal == 0)
+        .expect("0 listed");
+    assert!(!member.live && !member.in_sync);
+    assert_eq!(s.add_to_in_sync(0), Err(AlterError::Fenced(0)));
+    assert_eq!(s.coordinator.fenced(TIER), BTreeSet::from([0]));
+    // Unfenced, it rejoins as any member does, and the rule takes the
+    // primary back to the lowest ordinal.
+    assert!(s.coordinator.fence(TIER, &BTreeSet::new(), s.now).is_none());
+    s.beat(0, 100, Phase::Following);
+    s.add_to_in_sync(0).expect("admitted after its resync");
+    s.run_for(
+        DEFAULT_HEARTBEAT_INTERVAL,
+        &[(0, 100, Phase::Following), (1, 200, Phase::Leading)],
+    );
+    assert_eq!(
+        s.topology().primary,
+        Some(0),
+        "handed back to the lowest ordinal"
+    );
+}
+
+#[test]
+fn fencing_the_last_in_sync_member_leaves_the_tier_without_a_primary_but_keeps_its_data() {
+    let mut s = Scenario::new(2);
+    s.beat(0, 100, Phase::Joining);
+    s.beat(1, 200, Phase::Joining);
+    assert_eq!(s.in_sync(), [0], "1 not admitted yet");
+    s.coordinator
+        .fence(TIER, &BTreeSet::from([0]), s.now)
+        .expect("change");
+    assert_eq!(s.topology().primary, None, "1 lacks acknowledged writes");
+    assert_eq!(s.in_sync(), [0], "the only copy stays in the in-sync set");
+    s.coordinator
+        .fence(TIER, &BTreeSet::new(), s.now)
+        .expect("0 elected again");
+    assert_eq!(s.topology().primary, Some(0));
+}
+
+#[test]
+fn a_hibernating_tier_neither_fails_over_nor_forgets_and_wakes_with_its_primary() {
+    let mut s = Scenario::healthy_pair();
+    let before = s.topology().epoch;
+    let changes = s.coordinator.hibernate(true, s.now);
+    assert_eq!(changes.len(), 1, "the in-sync set shrinks to the primary");
+    assert_eq!(s.in_sync(), [0]);
+    let saved = s.coordinator.durable_state();
+    assert_eq!(saved[&TIER].epoch, before + 1);
+    // Every member goes: deleted pods, silence, a last heartbeat.
+    assert!(
+        s.coordinator
+            .mark_down(TIER, 1, "pod is being deleted", s.now, s.now)
+            .is_none()
+    );
+    assert!(
+        s.coordinator
+            .mark_down(TIER, 0, "pod is being deleted", s.now, s.now)
+            .is_none()
+    );
+    assert!(s.beat(1, 200, Phase::Following).is_none());
+    assert!(s.advance(Duration::from_secs(600)).is_empty());
+    assert_eq!(
+        s.coordinator.durable_state(),
+        saved,
+        "nothing changed while hibernating"
+    );
+    let refused = s.add_to_in_sync(1);
+    assert_eq!(refused, Err(AlterError::Hibernating));
+    // Woken long after: nobody runs yet, and it waits for its primary with
+    // no deadline (a deadline would fail the tier over to nobody).
+    assert!(s.coordinator.hibernate(false, s.now).is_empty());
+    assert!(s.advance(Duration::from_secs(600)).is_empty());
+    assert!(
+        s.beat(1, 201, Phase::Joining).is_none(),
+        "1 alone is not enough"
+    );
+    let woken = s.beat(0, 101, Phase::Joining).expect("the primary is back");
+    assert!(!woken.failover, "{woken:?}");
+    assert_eq!(woken.topology.primary, Some(0));
+    assert!(woken.topology.epoch > saved[&TIER].epoch);
+    s.add_to_in_sync(1).expect("1 resynced and admitted");
+    assert_eq!(s.in_sync(), [0, 1]);
+}
