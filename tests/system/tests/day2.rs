@@ -9,7 +9,11 @@
 //! 4. a settings change (`failureThreshold` 3 → 5) taking effect on the
 //!    running coordinator, with no pod restarted;
 //! 5. the operator leader's pod and the catalog primary's pod deleted at the
-//!    same moment, without grace (as a crash of their node would).
+//!    same moment, without grace (as a crash of their node would);
+//! 6. a replica fenced (out of the in-sync set, its pod not Ready) and
+//!    unfenced;
+//! 7. hibernation: every pod gone, the volumes kept; resumed with the data
+//!    and the primaries on ordinal 0.
 //!
 //! Each step prints what it measured (buys, retries, 503s, the longest time
 //! without a successful buy, primary changes per tier from the coordinator's
@@ -22,6 +26,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bookstore_operator::crd::{BookStore, BookStoreStatus};
+use bookstore_operator::names::{FENCED_MEMBERS_ANNOTATION, HIBERNATION_ANNOTATION};
 use bookstore_system_tests::cluster::{Cluster, Mode, pod_is_ready, run};
 use bookstore_system_tests::store::{self, condition, tier as tier_status};
 use bookstore_system_tests::{
@@ -58,7 +63,11 @@ fn plan(step: &str) -> LoadPlan {
         limit: Duration::from_secs(400),
         buy_deadline: Duration::from_secs(90),
         pause: Duration::from_millis(20),
-        request_prefix: format!("day2-{step}"),
+        // Request ids allow letters, digits and dashes.
+        request_prefix: format!(
+            "day2-{}",
+            step.replace(|c: char| !c.is_ascii_alphanumeric(), "-")
+        ),
     }
 }
 
@@ -88,6 +97,8 @@ async fn day2_operations_under_load() {
     day2.scale_catalog(2).await;
     day2.settings_change().await;
     day2.leader_and_primary_lost_together().await;
+    day2.fence_and_unfence("catalog-1").await;
+    day2.hibernate_and_resume().await;
 
     // The invariants over every step's buys.
     day2.wait_settled("the store is settled after every step")
@@ -489,6 +500,110 @@ impl<'a> Day2<'a> {
         self.ledger.absorb(figures.ledger);
     }
 
+    /// 6. A fenced replica leaves the in-sync set and serves nothing (its
+    ///    pod is not Ready) until unfenced, when it resyncs and rejoins.
+    async fn fence_and_unfence(&mut self, member: &str) {
+        let (tier, ordinal) = member.rsplit_once('-').expect("tier-ordinal");
+        let pod = format!("{STORE}-{member}");
+        let step = format!("fence {member}");
+        let figures = self
+            .under_load(&step, || async {
+                self.patch(serde_json::json!({
+                    "metadata": {"annotations": {FENCED_MEMBERS_ANNOTATION: member}}
+                }))
+                .await;
+                store::wait_status(&self.stores, STORE, &step, WAIT, |s| {
+                    let t = tier_status(s, tier);
+                    t.in_sync_members == t.desired_members - 1 && t.primary == Some(0)
+                })
+                .await;
+                eventually(&format!("{pod} is not Ready"), WAIT, || async {
+                    let pod = self.pods.get(&pod).await.ok()?;
+                    (!pod_is_ready(&pod)).then_some(())
+                })
+                .await;
+                let topologies = self.topologies().await.unwrap_or_default();
+                let fenced_in_sync = topologies.iter().any(|t| {
+                    t["tier"] == tier
+                        && t["members"].as_array().is_some_and(|members| {
+                            members.iter().any(|m| {
+                                m["ordinal"].as_u64().map(|o| o.to_string()).as_deref()
+                                    == Some(ordinal)
+                                    && m["in_sync"] == true
+                            })
+                        })
+                });
+                assert!(
+                    !fenced_in_sync,
+                    "{member} is fenced but in sync: {topologies:?}"
+                );
+            })
+            .await;
+        self.ledger.absorb(figures.ledger);
+        let step = format!("unfence {member}");
+        let figures = self
+            .under_load(&step, || async {
+                self.patch(serde_json::json!({
+                    "metadata": {"annotations": {FENCED_MEMBERS_ANNOTATION: null}}
+                }))
+                .await;
+                self.wait_settled(&format!("{member} back in sync")).await;
+            })
+            .await;
+        self.planned(&step, figures);
+    }
+
+    /// 7. Hibernation scales every workload to zero and keeps the claims;
+    ///    resumed, the store comes back with its data (the final checks
+    ///    count every earlier buy) and its primaries on ordinal 0.
+    async fn hibernate_and_resume(&mut self) {
+        let claims = Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(
+            self.client.clone(),
+            NAMESPACE,
+        );
+        let claims_before = claim_names(&claims).await;
+        let asked = Instant::now();
+        self.patch(serde_json::json!({
+            "metadata": {"annotations": {HIBERNATION_ANNOTATION: "on"}}
+        }))
+        .await;
+        eventually("every pod of the store is gone", WAIT, || async {
+            let pods = self.pods.list(&ListParams::default()).await.ok()?;
+            pods.items.is_empty().then_some(())
+        })
+        .await;
+        store::wait_status(
+            &self.stores,
+            STORE,
+            "the store says it hibernates",
+            WAIT,
+            |s| condition(s, "Hibernated") == Some("True"),
+        )
+        .await;
+        let asleep = asked.elapsed();
+        assert_eq!(
+            claim_names(&claims).await,
+            claims_before,
+            "hibernation keeps every volume claim"
+        );
+        let resumed = Instant::now();
+        self.patch(serde_json::json!({
+            "metadata": {"annotations": {HIBERNATION_ANNOTATION: "off"}}
+        }))
+        .await;
+        self.wait_settled("the store resumed").await;
+        println!(
+            "hibernation: every pod gone {} ms after the annotation, {} claims kept; \
+             resumed and settled {} ms after it was lifted",
+            asleep.as_millis(),
+            claims_before.len(),
+            resumed.elapsed().as_millis()
+        );
+        // Buys work again, on the data from before.
+        let figures = self.under_load("after resuming", || async {}).await;
+        self.planned("after resuming", figures);
+    }
+
     async fn status(&self) -> BookStoreStatus {
         self.stores
             .get(STORE)
@@ -577,6 +692,19 @@ impl<'a> Day2<'a> {
         pods.sort();
         pods
     }
+}
+
+/// The names of the namespace's volume claims, sorted.
+async fn claim_names(
+    claims: &Api<k8s_openapi::api::core::v1::PersistentVolumeClaim>,
+) -> Vec<String> {
+    let list = claims
+        .list(&ListParams::default())
+        .await
+        .expect("the volume claims");
+    let mut names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
+    names.sort();
+    names
 }
 
 /// The first container's image.
