@@ -16,6 +16,7 @@
 //! - [`switchover`]: the switchover annotation and its condition (pure).
 //! - [`leader`]: Lease-based leader election.
 //! - [`metrics`]: the operator's own Prometheus metrics.
+//! - [`plugin`]: the `kubectl bookstore` plugin (its own binary).
 
 pub mod controller;
 pub mod coordination;
@@ -24,6 +25,7 @@ pub mod crd;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod plugin;
 pub mod resources;
 pub mod rollout;
 pub mod status;

@@ -15,6 +15,13 @@ pub const PUBLIC_PORT: i32 = 8000;
 pub const PEER_PORT: i32 = 9000;
 /// The port the operator serves the coordinator API on.
 pub const COORDINATOR_PORT: u16 = 9100;
+/// The annotation that hibernates a store (`"on"`: every tier scaled to
+/// zero, volumes kept) or brings it back (`"off"`).
+pub const HIBERNATION_ANNOTATION: &str = "mybookstore.dev/hibernation";
+/// The annotation naming the fenced members, comma-separated
+/// (`"catalog-1,order-0"`): each is out of the in-sync set and serves
+/// nothing until unfenced.
+pub const FENCED_MEMBERS_ANNOTATION: &str = "mybookstore.dev/fenced-members";
 
 /// The names of one store's objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
