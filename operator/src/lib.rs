@@ -18,6 +18,7 @@
 //!   the workloads' counts and their conditions (pure).
 //! - [`leader`]: Lease-based leader election.
 //! - [`metrics`]: the operator's own Prometheus metrics.
+//! - [`plugin`]: the `kubectl bookstore` plugin (its own binary).
 
 pub mod controller;
 pub mod coordination;
@@ -28,6 +29,7 @@ pub mod hibernation;
 pub mod leader;
 pub mod metrics;
 pub mod names;
+pub mod plugin;
 pub mod resources;
 pub mod rollout;
 pub mod status;

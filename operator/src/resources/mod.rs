@@ -20,7 +20,7 @@ use crate::crd::BookStore;
 use crate::names::StoreNames;
 use crate::validate::ValidStore;
 
-pub use config::{cluster_file, token_secret};
+pub use config::{TOKEN_KEY, cluster_file, token_secret};
 
 /// What the builders need besides the resource and its validated spec.
 #[derive(Debug, Clone)]

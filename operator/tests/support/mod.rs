@@ -139,6 +139,26 @@ impl OperatorProcess {
         )
     }
 
+    /// As the cluster's admin, every namespace, its coordinator port bound
+    /// on `host` (an address the API server may proxy to, unlike loopback)
+    /// and the pods told that the operator is at `service_url`.
+    pub fn start_on_host(
+        cluster: &Cluster,
+        namespace: &str,
+        identity: &str,
+        host: &str,
+        service_url: &str,
+    ) -> Self {
+        Self::start_at(
+            &cluster.kubeconfig,
+            namespace,
+            identity,
+            &[],
+            Some(service_url),
+            host,
+        )
+    }
+
     fn start_behind(
         kubeconfig: &Path,
         namespace: &str,
@@ -146,19 +166,34 @@ impl OperatorProcess {
         args: &[&str],
         service_url: Option<&str>,
     ) -> Self {
+        Self::start_at(
+            kubeconfig,
+            namespace,
+            identity,
+            args,
+            service_url,
+            "127.0.0.1",
+        )
+    }
+
+    fn start_at(
+        kubeconfig: &Path,
+        namespace: &str,
+        identity: &str,
+        args: &[&str],
+        service_url: Option<&str>,
+        host: &str,
+    ) -> Self {
         let metrics_port = free_port();
         let coordinator_port = free_port();
-        let coordinator_url = format!("http://127.0.0.1:{coordinator_port}");
+        let coordinator_url = format!("http://{host}:{coordinator_port}");
         let operator_url = service_url.unwrap_or(&coordinator_url);
         let log_path = std::env::temp_dir().join(format!("bookstore-operator-{identity}.log"));
         let log = std::fs::File::create(&log_path).expect("a log file");
         let child = Command::new(env!("CARGO_BIN_EXE_bookstore-operator"))
             .arg("run")
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args([
-                "--coordinator-addr",
-                &format!("127.0.0.1:{coordinator_port}"),
-            ])
+            .args(["--coordinator-addr", &format!("{host}:{coordinator_port}")])
             .args(["--operator-url", operator_url])
             .args(["--namespace", namespace, "--identity", identity])
             .args(args)

@@ -169,15 +169,7 @@ fn bookstore_fault_kills_pauses_and_shuts_down_members_and_status_shows_it() {
     let dir = TempDir::new("fault");
     let up = UpProcess::start(dir.path(), local_cluster(2), &default_inventory_path(), &[]);
     let table = bookstore(&up, &["status"]);
-    let row = |table: &str, name: &str| -> Vec<String> {
-        table
-            .lines()
-            .find(|l| l.starts_with(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("no row {name}:\n{table}"))
-            .split_whitespace()
-            .map(str::to_owned)
-            .collect()
-    };
+    let row = bookstore_system_tests::table_row;
     assert_eq!(
         row(&table, "catalog-0")[1..3],
         ["primary", "leading"],

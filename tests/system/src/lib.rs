@@ -6,7 +6,8 @@
 //!   the test that needs it, with `kubectl` and `helm` against it;
 //! - [`store`]: a BookStore's status, conditions, Events and token;
 //! - [`eventually`]: waiting for a condition with a bound; [`free_port`]: a
-//!   loopback port for a service a test starts.
+//!   loopback port for a service a test starts; [`table_row`]: a member's
+//!   cells in a `status` table.
 
 pub mod cluster;
 pub mod load;
@@ -60,4 +61,16 @@ pub fn free_port() -> u16 {
         }
     }
     panic!("no free loopback port in {TEST_PORTS:?}");
+}
+
+/// The cells of a member's row in a `bookstore status` or `kubectl
+/// bookstore status` table (split at whitespace, so `catching up` is two).
+pub fn table_row(table: &str, member: &str) -> Vec<String> {
+    table
+        .lines()
+        .find(|l| l.starts_with(&format!("{member} ")))
+        .unwrap_or_else(|| panic!("no row {member} in\n{table}"))
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect()
 }

@@ -18,7 +18,9 @@ use super::TICK;
 use super::load::{LoadProgress, LoadRun};
 use super::rates::{RateWindow, RouteFigures, buckets_from_scrape};
 use crate::settings::StoreArgs;
-use crate::status::{self, MemberRow};
+use bookstore_replication::status_table::{self, MemberRow};
+
+use crate::status;
 
 /// How long one tick waits for a member: under a tick, so a paused member
 /// shows as down instead of stalling the page.
@@ -92,7 +94,7 @@ pub fn shape(
             problems.push(format!("the coordinator does not answer: {error}"));
         }
     }
-    let rows = status::member_rows(&lines);
+    let rows = status_table::member_rows(&lines);
     let tiers = ["catalog", "order"]
         .iter()
         .map(|tier| tier_view(tier, &lines, &rows))
