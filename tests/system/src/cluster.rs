@@ -79,8 +79,8 @@ impl Cluster {
         }
     }
 
-    /// Builds the release binaries and imports their images into the
-    /// cluster's containerd (a full cluster only).
+    /// Builds the release binaries (the kubectl plugin too) and imports the
+    /// images into the cluster's containerd (a full cluster only).
     pub fn import_images(&self) {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
         let mut build = Command::new(cargo);
@@ -91,6 +91,8 @@ impl Cluster {
             "bookstore",
             "--bin",
             "bookstore-operator",
+            "--bin",
+            "kubectl-bookstore",
         ]);
         // `cargo test` gives this process the test crate's variables; passed on,
         // they would change the release build's fingerprints and rebuild it.
@@ -114,15 +116,20 @@ impl Cluster {
         run(&mut build);
         // The binaries are where cargo put them (CARGO_TARGET_DIR, if set);
         // the images go to this checkout's cluster.
-        let release = cargo_target_dir(&self.root).join("release");
         for (image, binary) in [
             ("bookstore", "bookstore"),
             ("operator", "bookstore-operator"),
         ] {
             run(Command::new(self.root.join("tests/cluster/images.sh"))
                 .arg(image)
-                .arg(release.join(binary)));
+                .arg(self.release_binary(binary)));
         }
+    }
+
+    /// A binary of this workspace's release build (`import_images` builds
+    /// `bookstore`, `bookstore-operator` and `kubectl-bookstore`).
+    pub fn release_binary(&self, name: &str) -> PathBuf {
+        cargo_target_dir(&self.root).join("release").join(name)
     }
 
     /// Installs the chart from this checkout as release `bookstore` in

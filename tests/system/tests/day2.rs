@@ -15,6 +15,11 @@
 //! 7. hibernation: every pod gone, the volumes kept; resumed with the data
 //!    and the primaries on ordinal 0.
 //!
+//! The switchover of the order tier, the fencing and the hibernation go
+//! through the `kubectl bookstore` plugin (the release build of
+//! `kubectl-bookstore`), as a user types them; `kubectl bookstore status`
+//! must show every member answering, before and after.
+//!
 //! Each step prints what it measured (buys, retries, 503s, the longest time
 //! without a successful buy, primary changes per tier from the coordinator's
 //! history) and asserts what must hold: every buy gets a definite answer,
@@ -26,8 +31,8 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bookstore_operator::crd::{BookStore, BookStoreStatus};
-use bookstore_operator::names::{FENCED_MEMBERS_ANNOTATION, HIBERNATION_ANNOTATION};
-use bookstore_system_tests::cluster::{Cluster, Mode, pod_is_ready, run};
+use bookstore_operator::names::SWITCHOVER_ANNOTATION;
+use bookstore_system_tests::cluster::{Cluster, Mode, output, pod_is_ready, run};
 use bookstore_system_tests::store::{self, condition, tier as tier_status};
 use bookstore_system_tests::{
     BuyLoad, Ledger, LoadPlan, check_every_order_is_readable, check_stock_matches_successes,
@@ -86,11 +91,15 @@ async fn day2_operations_under_load() {
     let mut day2 = Day2::new(&cluster, client).await;
     day2.wait_settled("the store is Ready with primaries on ordinal 0")
         .await;
+    day2.check_plugin_status().await;
 
     day2.image_upgrade().await;
-    day2.switchover("catalog=1", &[("catalog", 1), ("order", 0)])
-        .await;
-    day2.switchover("catalog=1,order=1", &[("catalog", 1), ("order", 1)])
+    day2.switchover(
+        Ask::Annotation("catalog=1"),
+        &[("catalog", 1), ("order", 0)],
+    )
+    .await;
+    day2.switchover(Ask::Plugin("order", 1), &[("catalog", 1), ("order", 1)])
         .await;
     day2.end_switchover().await;
     day2.scale_catalog(3).await;
@@ -103,6 +112,7 @@ async fn day2_operations_under_load() {
     // The invariants over every step's buys.
     day2.wait_settled("the store is settled after every step")
         .await;
+    day2.check_plugin_status().await;
     let frontend = day2.frontend.clone();
     let whole = plan("all");
     println!("all steps: {}", day2.ledger.summary());
@@ -335,16 +345,25 @@ impl<'a> Day2<'a> {
 
     /// 2. The switchover annotation moves the named primaries, each with
     ///    one change of primary.
-    async fn switchover(&mut self, ask: &str, expect: &[(&str, u32)]) {
+    async fn switchover(&mut self, ask: Ask<'_>, expect: &[(&str, u32)]) {
         let before = self.status().await;
         let since = unix_ms();
-        let step = format!("switchover {ask}");
+        let step = format!("switchover {ask:?}");
         let figures = self
             .under_load(&step, || async {
-                self.patch(serde_json::json!({
-                    "metadata": {"annotations": {"mybookstore.dev/switchover": ask}}
-                }))
-                .await;
+                match ask {
+                    Ask::Annotation(value) => {
+                        self.patch(serde_json::json!({
+                            "metadata": {"annotations": {SWITCHOVER_ANNOTATION: value}}
+                        }))
+                        .await
+                    }
+                    Ask::Plugin(tier, ordinal) => {
+                        let ordinal = ordinal.to_string();
+                        let said = self.plugin(&["switchover", STORE, tier, &ordinal]);
+                        println!("kubectl bookstore switchover: {}", said.trim());
+                    }
+                }
                 store::wait_status(&self.stores, STORE, &step, WAIT, |s| {
                     expect.iter().all(|(tier, ordinal)| {
                         let t = tier_status(s, tier);
@@ -377,7 +396,7 @@ impl<'a> Day2<'a> {
         let figures = self
             .under_load("switchover removed", || async {
                 self.patch(serde_json::json!({
-                    "metadata": {"annotations": {"mybookstore.dev/switchover": null}}
+                    "metadata": {"annotations": {SWITCHOVER_ANNOTATION: null}}
                 }))
                 .await;
                 self.wait_settled("both primaries back on ordinal 0").await;
@@ -508,10 +527,7 @@ impl<'a> Day2<'a> {
         let step = format!("fence {member}");
         let figures = self
             .under_load(&step, || async {
-                self.patch(serde_json::json!({
-                    "metadata": {"annotations": {FENCED_MEMBERS_ANNOTATION: member}}
-                }))
-                .await;
+                self.plugin(&["fence", STORE, member]);
                 store::wait_status(&self.stores, STORE, &step, WAIT, |s| {
                     let t = tier_status(s, tier);
                     t.in_sync_members == t.desired_members - 1 && t.primary == Some(0)
@@ -543,10 +559,7 @@ impl<'a> Day2<'a> {
         let step = format!("unfence {member}");
         let figures = self
             .under_load(&step, || async {
-                self.patch(serde_json::json!({
-                    "metadata": {"annotations": {FENCED_MEMBERS_ANNOTATION: null}}
-                }))
-                .await;
+                self.plugin(&["unfence", STORE, member]);
                 self.wait_settled(&format!("{member} back in sync")).await;
             })
             .await;
@@ -563,10 +576,7 @@ impl<'a> Day2<'a> {
         );
         let claims_before = claim_names(&claims).await;
         let asked = Instant::now();
-        self.patch(serde_json::json!({
-            "metadata": {"annotations": {HIBERNATION_ANNOTATION: "on"}}
-        }))
-        .await;
+        self.plugin(&["hibernate", STORE]);
         eventually("every pod of the store is gone", WAIT, || async {
             let pods = self.pods.list(&ListParams::default()).await.ok()?;
             pods.items.is_empty().then_some(())
@@ -587,10 +597,7 @@ impl<'a> Day2<'a> {
             "hibernation keeps every volume claim"
         );
         let resumed = Instant::now();
-        self.patch(serde_json::json!({
-            "metadata": {"annotations": {HIBERNATION_ANNOTATION: "off"}}
-        }))
-        .await;
+        self.plugin(&["resume", STORE]);
         self.wait_settled("the store resumed").await;
         println!(
             "hibernation: every pod gone {} ms after the annotation, {} claims kept; \
@@ -602,6 +609,44 @@ impl<'a> Day2<'a> {
         // Buys work again, on the data from before.
         let figures = self.under_load("after resuming", || async {}).await;
         self.planned("after resuming", figures);
+    }
+
+    /// Runs `kubectl bookstore ARGS -n NAMESPACE` with the cluster's
+    /// kubeconfig; panics with its output if it fails.
+    fn plugin(&self, args: &[&str]) -> String {
+        output(
+            std::process::Command::new(self.cluster.release_binary("kubectl-bookstore"))
+                .env("KUBECONFIG", &self.cluster.kubeconfig)
+                .args(args)
+                .args(["-n", NAMESPACE]),
+        )
+    }
+
+    /// `kubectl bookstore status` reaches every catalog and order member
+    /// through the API server, and each reports itself serving.
+    async fn check_plugin_status(&self) {
+        let status = self.status().await;
+        let expected: usize = ["catalog", "order"]
+            .iter()
+            .map(|tier| tier_status(&status, tier).desired_members as usize)
+            .sum();
+        let table = self.plugin(&["status", STORE]);
+        println!("kubectl bookstore status {STORE}:\n{table}");
+        let lines = self.plugin(&["status", STORE, "--json"]);
+        let members: Vec<Value> = lines
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|line| line["role"] == "catalog" || line["role"] == "order")
+            .collect();
+        let answering = members
+            .iter()
+            .filter(|m| m["healthy"] == true && m["digest"].is_string() && m["pod"].is_string())
+            .count();
+        assert_eq!(
+            (members.len(), answering),
+            (expected, expected),
+            "kubectl bookstore status: every member answers and serves: {lines}"
+        );
     }
 
     async fn status(&self) -> BookStoreStatus {
@@ -705,6 +750,15 @@ async fn claim_names(
     let mut names: Vec<String> = list.items.iter().map(ResourceExt::name_any).collect();
     names.sort();
     names
+}
+
+/// How a switchover is asked for.
+#[derive(Debug, Clone, Copy)]
+enum Ask<'a> {
+    /// The annotation set by hand (`kubectl annotate`).
+    Annotation(&'a str),
+    /// `kubectl bookstore switchover STORE TIER ORDINAL`.
+    Plugin(&'a str, u32),
 }
 
 /// The first container's image.
