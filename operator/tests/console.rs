@@ -10,17 +10,23 @@
 //! with their primaries and epochs as the store's status has them, catalog-0
 //! leading in its pod, the actions a cluster offers, and the coordinator's
 //! history. Then the guards: an action without the console's header, or
-//! naming the server by a foreign Host, is refused and deletes nothing. Then
-//! the page's actions as the page posts them: deleting catalog-1's pod
-//! deletes it in the API server (the StatefulSet controller makes a new one),
-//! and a switchover of the order tier to order-1 moves its primary, which the
-//! snapshot shows at a higher epoch with the handover in its timeline.
+//! naming the server by a foreign Host, is refused and deletes nothing.
+//! Then the page in headless Chromium (`bookstore_system_tests::browser`):
+//! its switchover button on order-1, confirmed, moves the order primary,
+//! and the page shows order-1 at a higher epoch with the handover in its
+//! timeline (a screenshot is saved under `target/`). Last, the delete-pod
+//! action as the page posts it deletes catalog-1's pod in the API server
+//! (the StatefulSet controller makes a new one).
 
 mod support;
 
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use bookstore_system_tests::browser::{
+    Chromedriver, PrimaryMove, click_and_confirm, save_screenshot, text_of, wait_for_page,
+};
 use bookstore_system_tests::store::tier;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
@@ -114,7 +120,66 @@ async fn the_console_shows_a_cluster_store_and_acts_on_it_through_the_api_server
     );
     assert_eq!(pod_uid(pods, &pod_name).await, Some(uid.clone()));
 
-    // 3. Delete catalog-1's pod as the page does: gone from the API server
+    // 3. In Chromium, as a person does: the page shows both tiers; its
+    //    "Switch over to" button on order-1 (confirmation accepted) moves the
+    //    order primary, and the page shows order-1 primary at a higher epoch
+    //    with the handover in its timeline; the snapshot says the same.
+    let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-console");
+    std::fs::create_dir_all(&scratch).expect("a scratch dir");
+    let driver = Chromedriver::start(&scratch).await;
+    let browser = driver.browser(&scratch).await;
+    browser
+        .goto(&console.url("/"))
+        .await
+        .expect("the console's page loads");
+    wait_for_page(&browser, "both tiers led by ordinal 0", |page| {
+        let tiers = &page["tiers"];
+        (tiers["catalog"]["primary"] == "catalog-0"
+            && tiers["order"]["primary"] == "order-0"
+            && tiers["order"]["roles"]["order-1"] == "replica")
+            .then_some(())
+    })
+    .await;
+    click_and_confirm(
+        &browser,
+        r#"button[data-action="switchover"][data-member="order-1"]"#,
+    )
+    .await;
+    let moved = PrimaryMove {
+        tier: "order",
+        kind: "handover",
+        from: "order-0",
+        to: "order-1",
+        before: order_epoch,
+    }
+    .wait(&browser)
+    .await;
+    let result = text_of(&browser, "result").await;
+    assert!(
+        result.contains("asked for a switchover of order to order-1"),
+        "the page says what it did: {result}"
+    );
+    save_screenshot(
+        &browser,
+        &Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-console-switchover.png"),
+    )
+    .await;
+    browser.close().await.expect("the browser closes");
+    println!("the page showed order-1 primary at epoch {moved} (was order-0 at {order_epoch})");
+    console
+        .snapshot_until("order-1 primary with the handover", |s| {
+            let order = tier_of(s, "order")?;
+            let handover = s["timeline"].as_array()?.iter().any(|e| {
+                e["tier"] == "order"
+                    && e["kind"] == "handover"
+                    && e["from"] == "order-0"
+                    && e["to"] == "order-1"
+            });
+            (order["primary"] == "order-1" && order["epoch"] == moved && handover).then_some(())
+        })
+        .await;
+
+    // 4. Delete catalog-1's pod as the page does: gone from the API server
     //    (the StatefulSet controller makes a new pod by that name).
     let (status, body) = console.post(path, true, None).await;
     assert_eq!(status, 200, "{body}");
@@ -128,36 +193,6 @@ async fn the_console_shows_a_cluster_store_and_acts_on_it_through_the_api_server
         (pod_uid(pods, &pod_name).await.as_ref() != Some(&uid)).then_some(())
     })
     .await;
-
-    // 4. Switch the order tier over to order-1 as the page does: the
-    //    snapshot shows it primary at a higher epoch, and the handover.
-    let (status, body) = console
-        .post("/actions/switchover/order-1", true, None)
-        .await;
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        body["done"]
-            .as_str()
-            .is_some_and(|d| d.contains("asked for a switchover of order to order-1")),
-        "{body}"
-    );
-    let moved = console
-        .snapshot_until(
-            "order-1 primary at a higher epoch, with the handover",
-            |s| {
-                let order = tier_of(s, "order")?;
-                let epoch = order["epoch"].as_u64()?;
-                let handover = s["timeline"].as_array()?.iter().any(|e| {
-                    e["tier"] == "order"
-                        && e["kind"] == "handover"
-                        && e["from"] == "order-0"
-                        && e["to"] == "order-1"
-                });
-                (order["primary"] == "order-1" && epoch > order_epoch && handover).then_some(epoch)
-            },
-        )
-        .await;
-    println!("the console showed order-1 primary at epoch {moved} (was order-0 at {order_epoch})");
 
     drop(console);
     store.tear_down(STORE).await;
