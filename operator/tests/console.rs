@@ -136,8 +136,10 @@ async fn the_console_shows_a_cluster_store_and_acts_on_it_through_the_api_server
         let tiers = &page["tiers"];
         (tiers["catalog"]["primary"] == "catalog-0"
             && tiers["order"]["primary"] == "order-0"
-            && tiers["order"]["roles"]["order-1"] == "replica")
-            .then_some(())
+            // order-1 does not answer here (a loopback pod address): its
+            // row is there, with its buttons, but its role is unknown.
+            && tiers["order"]["roles"]["order-1"].is_string())
+        .then_some(())
     })
     .await;
     click_and_confirm(
