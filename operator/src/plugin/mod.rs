@@ -8,15 +8,20 @@
 //!   `mybookstore.dev/switchover` annotation) and waits for its outcome;
 //! - `hibernate NAME` / `resume NAME`: `mybookstore.dev/hibernation`;
 //! - `fence NAME MEMBER` / `unfence NAME MEMBER`:
-//!   `mybookstore.dev/fenced-members`.
+//!   `mybookstore.dev/fenced-members`;
+//! - `console NAME`: a live web page of the store on loopback ([`console`]),
+//!   whose buttons delete a member's pod or switch a tier over.
 //!
 //! The plugin only reads through the API server and sets or clears
 //! annotations (JSON merge patches); the operator does the rest. Every edit
 //! is a pure function in [`edit`]; [`api`] is the thin layer of I/O.
 
 pub mod api;
+pub mod console;
 pub mod edit;
 pub mod status;
+
+use std::net::SocketAddr;
 
 use std::time::{Duration, Instant};
 
@@ -41,7 +46,7 @@ const POLL: Duration = Duration::from_millis(500);
     name = "kubectl-bookstore",
     bin_name = "kubectl bookstore",
     version,
-    about = "Day-2 operations on BookStores: status, switchover, hibernation, fencing."
+    about = "Day-2 operations on BookStores: status, switchover, hibernation, fencing, a live console."
 )]
 pub struct Cli {
     /// The store's namespace (default: the kubeconfig context's).
@@ -87,6 +92,15 @@ pub enum Command {
     },
     /// Let a fenced member rejoin (it resyncs first).
     Unfence { name: String, member: String },
+    /// A live web page of the store (members, rates, topology changes) with
+    /// buttons that delete a member's pod or switch a tier over.
+    Console {
+        name: String,
+        /// Where the page is served. Keep it on loopback: its buttons
+        /// delete pods with your credentials.
+        #[arg(long, default_value = bookstore_console::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+    },
 }
 
 impl Command {
@@ -98,7 +112,8 @@ impl Command {
             | Command::Hibernate { name }
             | Command::Resume { name }
             | Command::Fence { name, .. }
-            | Command::Unfence { name, .. } => name,
+            | Command::Unfence { name, .. }
+            | Command::Console { name, .. } => name,
         }
     }
 }
@@ -144,19 +159,38 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resume { .. } => hibernation(&api, false).await,
         Command::Fence { member, .. } => fencing(&api, &member, true).await,
         Command::Unfence { member, .. } => fencing(&api, &member, false).await,
+        Command::Console { listen, .. } => console::run(api, listen).await,
     }
 }
 
-async fn switchover(
+/// A switchover the plugin asked for, and the tier as it was before.
+pub struct SwitchoverRequest {
+    pub tier: Role,
+    pub target: MemberName,
+    pub pod: String,
+    pub primary_before: Option<u32>,
+    pub epoch_before: u64,
+    /// Why it stays where it is asked to be, for the person who asked.
+    pub hold: String,
+}
+
+impl SwitchoverRequest {
+    /// Whether the target led the tier already when it was asked.
+    pub fn already_there(&self) -> bool {
+        self.primary_before == Some(self.target.ordinal)
+    }
+}
+
+/// Asks for a switchover of `tier` to `ordinal` (the annotation) and
+/// returns at once; the operator carries it out. `kubectl bookstore
+/// switchover` waits for the outcome, the console's timeline shows it.
+pub async fn request_switchover(
     api: &StoreApi,
-    tier: &str,
+    tier: Role,
     ordinal: u32,
-    timeout: Duration,
-) -> anyhow::Result<()> {
-    let tier = edit::parse_tier(tier)?;
+) -> anyhow::Result<SwitchoverRequest> {
     let store = api.get().await?;
     let target = edit::check_member(&store, MemberName { tier, ordinal })?;
-    let pod = api.names.pod(tier, ordinal);
     let (primary_before, epoch_before) = tier_primary(store.status.as_ref(), tier);
     api.edit_annotation(switchover::ANNOTATION, |store| {
         let current = edit::annotation(store, switchover::ANNOTATION);
@@ -170,7 +204,34 @@ async fn switchover(
         api.names.name,
         switchover::ANNOTATION
     );
-    if primary_before == Some(ordinal) {
+    Ok(SwitchoverRequest {
+        tier,
+        target,
+        pod: api.names.pod(tier, ordinal),
+        primary_before,
+        epoch_before,
+        hold,
+    })
+}
+
+async fn switchover(
+    api: &StoreApi,
+    tier: &str,
+    ordinal: u32,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let tier = edit::parse_tier(tier)?;
+    let request = request_switchover(api, tier, ordinal).await?;
+    let already_there = request.already_there();
+    let SwitchoverRequest {
+        target,
+        pod,
+        primary_before,
+        epoch_before,
+        hold,
+        ..
+    } = request;
+    if already_there {
         println!("{target} ({pod}) already leads {tier} at epoch {epoch_before}; {hold}");
         return Ok(());
     }
@@ -305,6 +366,7 @@ mod tests {
             &["hibernate", "shop"],
             &["resume", "shop"],
             &["unfence", "shop", "catalog-1"],
+            &["console", "shop", "--listen", "127.0.0.1:9999"],
         ] {
             assert_eq!(parse(args).expect("parses").command.store(), "shop");
         }

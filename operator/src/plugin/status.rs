@@ -24,7 +24,18 @@ pub const STATUS_TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn collect(api: &StoreApi, timeout: Duration) -> anyhow::Result<Vec<Value>> {
     api.get().await?;
     let token = api.token().await?;
-    let mut pods = api.pods().await?;
+    let pods = api.pods().await?;
+    Ok(lines(api, pods, &token, timeout).await)
+}
+
+/// The status lines of `pods` (the store's), then the coordinator's, each
+/// read with the peer `token`.
+pub async fn lines(
+    api: &StoreApi,
+    mut pods: Vec<Pod>,
+    token: &str,
+    timeout: Duration,
+) -> Vec<Value> {
     pods.sort_by_key(|pod| member_of(pod).map(|(role, ordinal, _)| (tier_order(role), ordinal)));
     let members = stateless_ordinals(&pods);
     let lines = pods.iter().zip(members).filter_map(|(pod, ordinal)| {
@@ -35,14 +46,14 @@ pub async fn collect(api: &StoreApi, timeout: Duration) -> anyhow::Result<Vec<Va
             role,
             own.or(ordinal)?,
             name,
-            &token,
+            token,
             timeout,
         ))
     });
-    let coordinator = coordinator_lines(api, &pods, &token, timeout);
+    let coordinator = coordinator_lines(api, &pods, token, timeout);
     let (mut lines, coordinator) = futures::join!(futures::future::join_all(lines), coordinator);
     lines.extend(coordinator);
-    Ok(lines)
+    lines
 }
 
 /// Frontend and cache first, as `bookstore status` lists them, then the
@@ -71,6 +82,15 @@ fn member_of(pod: &Pod) -> Option<(Role, Option<u32>, String)> {
         .then(|| name.rsplit('-').next()?.parse().ok())
         .flatten();
     Some((role, ordinal, name))
+}
+
+/// The names of the store's frontend pods.
+pub fn frontend_pods(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter_map(member_of)
+        .filter(|(role, _, _)| *role == Role::Frontend)
+        .map(|(_, _, name)| name)
+        .collect()
 }
 
 /// Numbers for the pods of the Deployment tiers (`frontend-0`,
@@ -207,6 +227,20 @@ mod tests {
         assert_eq!(
             member_of(&pods[1]),
             Some((Role::Catalog, Some(1), "shop-catalog-1".into()))
+        );
+    }
+
+    #[test]
+    fn metrics_are_read_from_every_frontend_pod_and_no_other() {
+        let pods = [
+            pod("shop-frontend-7d9f-abcde", "frontend"),
+            pod("shop-catalog-0", "catalog"),
+            pod("shop-frontend-7d9f-fghij", "frontend"),
+            pod("shop-cache-5c4b-xyz12", "cache"),
+        ];
+        assert_eq!(
+            frontend_pods(&pods),
+            ["shop-frontend-7d9f-abcde", "shop-frontend-7d9f-fghij"]
         );
     }
 

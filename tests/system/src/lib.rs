@@ -2,6 +2,8 @@
 //! - [`load`]: a bounded, concurrent buy load with a ledger of every answer,
 //!   and the store's invariants checked against it (the chaos tests, locally
 //!   and on Kubernetes);
+//! - [`browser`]: headless Chromium through chromedriver, and the console's
+//!   page read in it;
 //! - [`cluster`]: the test cluster of `tests/cluster/cluster.sh`, started by
 //!   the test that needs it, with `kubectl` and `helm` against it;
 //! - [`store`]: a BookStore's status, conditions, Events and token;
@@ -9,6 +11,7 @@
 //!   loopback port for a service a test starts; [`table_row`]: a member's
 //!   cells in a `status` table.
 
+pub mod browser;
 pub mod cluster;
 pub mod load;
 pub mod store;

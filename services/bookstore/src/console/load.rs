@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use bookstore_console::snapshot::LoadProgress;
 
 /// Item numbers the load looks for (the inventory's books are numbered
 /// from 1; it buys those that exist).
@@ -39,19 +39,6 @@ impl LoadPlan {
             self.limit.as_secs()
         )
     }
-}
-
-/// What the running (or last) load has done, as the page shows it.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct LoadProgress {
-    pub running: bool,
-    pub planned: u64,
-    pub sent: u64,
-    pub succeeded: u64,
-    pub sold_out: u64,
-    /// Buys answered with an error or not at all (each tried once).
-    pub errors: u64,
-    pub last_error: Option<String>,
 }
 
 /// The console's one load, shared by the button and the sampler.

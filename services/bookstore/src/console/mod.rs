@@ -1,55 +1,94 @@
-//! `bookstore console`: a live page of a local store (one that `bookstore up`
-//! runs), served on loopback, for watching it fail over while breaking it.
+//! `bookstore console`: the live page (`bookstore_console`) for a local
+//! store, one that `bookstore up` runs, served on loopback.
 //!
-//! A sampler asks every member, the coordinator and the frontend's metrics
-//! what they are doing every [`TICK`], and the page gets each snapshot over
-//! server-sent events: the tiers' members (role, phase, epoch, applied index,
-//! lag, in sync), buy and lookup rates and latencies over the last minute,
-//! and the coordinator's recent topology changes with their causes. The
-//! page's buttons call this server, which holds the peer token: the token
-//! never reaches the browser.
-//!
-//! Two guards keep other web pages out, since the buttons kill processes:
-//! actions need a header that a cross-site form cannot send
-//! (`x-bookstore-console`), and every request must name this server by a
-//! loopback host (`Host: 127.0.0.1:PORT`), so a DNS-rebinding page that
-//! reaches the port under its own name is refused.
+//! This is the local backend: every tick it asks each member, the
+//! coordinator and the frontend what they are doing, with the peer token
+//! from the data dir; its buttons kill, pause, resume, shut down or recover
+//! a member (what `bookstore fault` does) and run a bounded buy load.
 
 pub mod load;
-pub mod rates;
-pub mod snapshot;
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::{self, Next};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use bookstore_console::snapshot::{self, Readings, Snapshot};
+use bookstore_console::{Action, ActionFailed, Backend, DEFAULT_LISTEN, Scope, rates::Rates};
+use bookstore_core::cluster::{ClusterConfig, Role};
+use bookstore_core::metrics::Metrics;
+use bookstore_core::peer::PeerClient;
+use bookstore_replication::coordinator_server::Transition;
 use clap::Args;
-use futures::Stream;
-use serde_json::json;
-use tokio::sync::watch;
 
 use crate::fault::{self, FaultAction};
 use crate::settings::StoreArgs;
+use crate::status;
 use load::{LoadPlan, LoadRun};
-use snapshot::Sampler;
 
-/// How often the page is updated.
-pub const TICK: Duration = Duration::from_millis(500);
-/// The header every action must carry (see the module's docs).
-pub const ACTION_HEADER: &str = "x-bookstore-console";
-/// Where the console listens unless told otherwise.
-pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
+/// How long one tick waits for a member: under a tick, so a paused member
+/// shows as down instead of stalling the page.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 
-const PAGE: &str = include_str!("page.html");
+/// The name of the store-wide load action (and of its button's id).
+const LOAD: &str = "load";
+
+/// Where a signal can go: every process `bookstore up` runs.
+const EVERY_PROCESS: &[Scope] = &[Scope::Member, Scope::Service];
+
+/// What the local page offers: signals to any process, `bookstore fault`'s
+/// shutdown and recovery to the replicated members, and a bounded load.
+const ACTIONS: &[Action] = &[
+    action(
+        "kill",
+        "Kill",
+        "SIGKILL: a crash; bookstore up restarts it",
+        EVERY_PROCESS,
+    ),
+    action(
+        "pause",
+        "Pause",
+        "SIGSTOP: the process freezes until resumed",
+        EVERY_PROCESS,
+    ),
+    action(
+        "resume",
+        "Resume",
+        "SIGCONT: a paused process carries on",
+        EVERY_PROCESS,
+    ),
+    action(
+        "shutdown",
+        "Shut down",
+        "it plays dead until recovered",
+        &[Scope::Member],
+    ),
+    action(
+        "recover",
+        "Recover",
+        "a shut-down member comes back and resyncs",
+        &[Scope::Member],
+    ),
+    action(
+        LOAD,
+        "Run a bounded buy load",
+        "a bounded load of buys through the frontend",
+        &[Scope::Store],
+    ),
+];
+
+const fn action(
+    name: &'static str,
+    label: &'static str,
+    explanation: &'static str,
+    scopes: &'static [Scope],
+) -> Action {
+    Action {
+        name,
+        label,
+        explanation,
+        scopes,
+    }
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ConsoleArgs {
@@ -61,137 +100,114 @@ pub struct ConsoleArgs {
     pub listen: SocketAddr,
 }
 
-/// What the handlers share.
-#[derive(Clone)]
-struct Console {
-    store: StoreArgs,
-    snapshots: watch::Receiver<Arc<String>>,
-    load: LoadRun,
-    /// The `Host` values this server answers to.
-    hosts: Arc<[String]>,
-}
-
 pub async fn run(args: ConsoleArgs) -> anyhow::Result<()> {
     let cluster = args.store.cluster()?;
     args.store
         .load_token()
         .context("the console acts on a local store; start it with `bookstore up` first")?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding the console to {}", args.listen))?;
-    let address = listener.local_addr()?;
-    let load = LoadRun::default();
-    let (publish, snapshots) = watch::channel(Arc::new("{}".to_owned()));
-    let sampler = Sampler::new(args.store.clone(), &cluster, load.clone())?;
-    tokio::spawn(sampler.run(publish));
-    let console = Console {
-        store: args.store,
-        snapshots,
-        load,
-        hosts: allowed_hosts(address).into(),
-    };
-    println!("BookStore console: http://{address}/ (Ctrl-C stops it)");
-    let shutdown = bookstore_core::shutdown::Shutdown::on_signals();
-    axum::serve(listener, router(console))
-        .with_graceful_shutdown(async move { shutdown.wait().await })
-        .await
-        .context("serving the console")
+    let backend = LocalBackend::new(args.store, &cluster)?;
+    Ok(bookstore_console::run(args.listen, backend, "").await?)
 }
 
-fn router(console: Console) -> Router {
-    Router::new()
-        .route("/", get(page))
-        .route("/events", get(events))
-        .route("/actions/load", post(start_load))
-        .route("/actions/{action}/{member}", post(act))
-        .layer(middleware::from_fn_with_state(
-            console.clone(),
-            only_our_host,
-        ))
-        .with_state(console)
+/// A store `bookstore up` runs, read and broken from this machine.
+struct LocalBackend {
+    store: StoreArgs,
+    frontend: Option<String>,
+    history_url: Option<String>,
+    http: reqwest::Client,
+    peer: PeerClient,
+    rates: Rates,
+    load: LoadRun,
 }
 
-/// `127.0.0.1:PORT`, `localhost:PORT` and `[::1]:PORT` (and the address
-/// itself when it is not loopback, because the user asked for it).
-fn allowed_hosts(address: SocketAddr) -> Vec<String> {
-    let port = address.port();
-    let mut hosts = vec![
-        format!("127.0.0.1:{port}"),
-        format!("localhost:{port}"),
-        format!("[::1]:{port}"),
-    ];
-    if !address.ip().is_loopback() {
-        hosts.push(address.to_string());
+impl LocalBackend {
+    fn new(store: StoreArgs, cluster: &ClusterConfig) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build()?;
+        let peer =
+            PeerClient::with_timeout(store.load_token()?, Metrics::new("console"), PROBE_TIMEOUT);
+        Ok(Self {
+            frontend: frontend_url(cluster),
+            history_url: cluster
+                .first(Role::Coordinator)
+                .ok()
+                .map(|c| format!("{}/coordinator/history", c.peer_url())),
+            store,
+            http,
+            peer,
+            rates: Rates::default(),
+            load: LoadRun::default(),
+        })
     }
-    hosts
-}
 
-async fn only_our_host(State(console): State<Console>, request: Request, next: Next) -> Response {
-    let host = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or_default();
-    if console.hosts.iter().any(|allowed| allowed == host) {
-        next.run(request).await
-    } else {
-        refuse(
-            StatusCode::FORBIDDEN,
-            "this console answers only to its loopback address",
-        )
+    async fn history(&self) -> Result<Vec<Transition>, String> {
+        let url = self
+            .history_url
+            .as_deref()
+            .ok_or("no coordinator in the cluster file")?;
+        self.peer
+            .get::<_, Vec<Transition>>("coordinator", "history", url, &())
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// The frontend's metrics, or nothing when it does not answer.
+    async fn scrape(&self) -> Vec<String> {
+        let Some(frontend) = &self.frontend else {
+            return Vec::new();
+        };
+        let text = async {
+            let response = self.http.get(format!("{frontend}/metrics")).send().await;
+            response.ok()?.text().await.ok()
+        };
+        text.await.into_iter().collect()
+    }
+
+    fn start_load(&self) -> Result<String, ActionFailed> {
+        let frontend = self
+            .frontend
+            .clone()
+            .ok_or_else(|| ActionFailed("the cluster file has no frontend".to_owned()))?;
+        let plan = LoadPlan::default();
+        self.load.start(frontend, plan).map_err(ActionFailed)?;
+        Ok(plan.describe())
     }
 }
 
-fn refuse(status: StatusCode, message: &str) -> Response {
-    (
-        status,
-        Json(json!({"error": {"code": "refused", "message": message}})),
-    )
-        .into_response()
-}
+impl Backend for LocalBackend {
+    fn actions(&self) -> &'static [Action] {
+        ACTIONS
+    }
 
-async fn page() -> impl IntoResponse {
-    ([(header::CACHE_CONTROL, "no-store")], Html(PAGE))
-}
-
-/// One `snapshot` event per tick, the latest first.
-async fn events(
-    State(console): State<Console>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let snapshots = console.snapshots.clone();
-    let stream = futures::stream::unfold((snapshots, true), |(mut snapshots, first)| async move {
-        if !first && snapshots.changed().await.is_err() {
-            return None;
-        }
-        let data = snapshots.borrow_and_update().clone();
-        let event = Event::default().event("snapshot").data(data.as_str());
-        Some((Ok(event), (snapshots, false)))
-    });
-    Sse::new(stream).keep_alive(KeepAlive::default())
-}
-
-fn from_the_page(headers: &HeaderMap) -> bool {
-    headers.get(ACTION_HEADER).is_some_and(|v| v == "1")
-}
-
-async fn act(
-    State(console): State<Console>,
-    Path((action, member)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    if !from_the_page(&headers) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "actions come from the console's page",
+    async fn snapshot(&self) -> Snapshot {
+        let (lines, history, scrapes) = futures::join!(
+            status::collect_within(&self.store, PROBE_TIMEOUT),
+            self.history(),
+            self.scrape(),
         );
+        let readings = Readings {
+            lines: lines.map_err(|e| format!("{e:#}")),
+            history,
+            rates: self.rates.record(&scrapes),
+        };
+        let mut snapshot = snapshot::shape(bookstore_console::now_ms(), readings, ACTIONS);
+        snapshot.load = Some(self.load.progress());
+        snapshot
     }
-    let Some(action) = parse_action(&action) else {
-        return refuse(StatusCode::NOT_FOUND, "no such action");
-    };
-    match fault::apply(&console.store, action, &member).await {
-        Ok(done) => Json(json!({"done": done})).into_response(),
-        Err(error) => refuse(StatusCode::CONFLICT, &format!("{error:#}")),
+
+    async fn act(&self, action: &str, target: Option<&str>) -> Result<String, ActionFailed> {
+        match (parse_action(action), target) {
+            (Some(fault), Some(member)) => fault::apply(&self.store, fault, member)
+                .await
+                .map_err(ActionFailed::from_error),
+            _ if action == LOAD => self.start_load(),
+            _ => Err(ActionFailed(format!("no action {action}"))),
+        }
     }
+}
+
+/// The frontend's public URL (`http://host:port`).
+fn frontend_url(cluster: &ClusterConfig) -> Option<String> {
+    cluster.first(Role::Frontend).ok()?.public_url()
 }
 
 fn parse_action(name: &str) -> Option<FaultAction> {
@@ -205,44 +221,14 @@ fn parse_action(name: &str) -> Option<FaultAction> {
     }
 }
 
-async fn start_load(State(console): State<Console>, headers: HeaderMap) -> Response {
-    if !from_the_page(&headers) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "actions come from the console's page",
-        );
-    }
-    let cluster = match console.store.cluster() {
-        Ok(cluster) => cluster,
-        Err(error) => return refuse(StatusCode::CONFLICT, &format!("{error:#}")),
-    };
-    let Some(frontend) = snapshot::frontend_url(&cluster) else {
-        return refuse(StatusCode::CONFLICT, "the cluster file has no frontend");
-    };
-    let plan = LoadPlan::default();
-    match console.load.start(frontend, plan) {
-        Ok(()) => Json(json!({"done": plan.describe()})).into_response(),
-        Err(busy) => refuse(StatusCode::CONFLICT, &busy),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn only_loopback_names_of_the_port_are_allowed_hosts() {
-        let hosts = allowed_hosts("127.0.0.1:8090".parse().expect("an address"));
-        assert_eq!(hosts, ["127.0.0.1:8090", "localhost:8090", "[::1]:8090"]);
-        let told = allowed_hosts("10.0.0.5:9000".parse().expect("an address"));
-        assert!(told.contains(&"10.0.0.5:9000".to_owned()));
-        assert!(!told.contains(&"evil.example:9000".to_owned()));
-    }
-
-    #[test]
-    fn every_button_names_an_action_and_nothing_else_is_one() {
-        for name in ["kill", "pause", "resume", "shutdown", "recover"] {
-            assert!(parse_action(name).is_some(), "{name}");
+    fn every_offered_button_but_the_load_names_a_fault() {
+        for action in ACTIONS.iter().filter(|a| a.name != LOAD) {
+            assert!(parse_action(action.name).is_some(), "{}", action.name);
         }
         assert!(parse_action("rm").is_none());
     }

@@ -1,14 +1,15 @@
 //! Buy and lookup rates and latencies over the last minute, from the
-//! frontend's request histogram (`bookstore_http_request_duration_seconds`).
+//! frontends' request histogram (`bookstore_http_request_duration_seconds`).
 //!
-//! The console scrapes the frontend every tick and keeps a minute of
-//! cumulative bucket counts per route. A rate is the count's growth between
+//! The console scrapes every frontend every tick, sums their counts and
+//! keeps a minute of cumulative bucket counts per route. A rate is the count's growth between
 //! two samples over the time between them; a quantile comes from the growth
 //! of each bucket over the whole window, interpolated inside its bucket as
 //! Prometheus's `histogram_quantile` does. Everything here is pure: samples
 //! in, figures out.
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -64,6 +65,51 @@ pub fn buckets_from_scrape(text: &str) -> BTreeMap<&'static str, Buckets> {
             (name, buckets)
         })
         .collect()
+}
+
+/// Every plotted route's buckets summed over several frontends' scrapes
+/// (a cluster runs more than one).
+pub fn buckets_from_scrapes<S: AsRef<str>>(texts: &[S]) -> BTreeMap<&'static str, Buckets> {
+    let mut routes: BTreeMap<&'static str, Buckets> = BTreeMap::new();
+    for scrape in texts.iter().map(|t| buckets_from_scrape(t.as_ref())) {
+        for (name, buckets) in scrape {
+            let summed = routes.entry(name).or_default();
+            *summed = add(summed, &buckets);
+        }
+    }
+    routes
+}
+
+/// The bucket-wise sum of two routes' buckets (a bound only one of them has
+/// keeps its count).
+fn add(a: &Buckets, b: &Buckets) -> Buckets {
+    let mut summed: Buckets = a.clone();
+    for (bound, count) in b {
+        match summed.iter_mut().find(|(other, _)| other == bound) {
+            Some(entry) => entry.1 += count,
+            None => summed.push((*bound, *count)),
+        }
+    }
+    summed.sort_by(|x, y| x.0.total_cmp(&y.0));
+    summed
+}
+
+/// The window a backend keeps across ticks: scrapes in, figures out.
+#[derive(Debug, Default)]
+pub struct Rates {
+    window: Mutex<RateWindow>,
+}
+
+impl Rates {
+    /// Adds this tick's scrapes (none: the frontends did not answer, and
+    /// the window keeps what it had) and returns the figures.
+    pub fn record<S: AsRef<str>>(&self, scrapes: &[S]) -> BTreeMap<&'static str, RouteFigures> {
+        let mut window = self.window.lock().unwrap_or_else(|p| p.into_inner());
+        if !scrapes.is_empty() {
+            window.add(Instant::now(), buckets_from_scrapes(scrapes));
+        }
+        window.figures()
+    }
 }
 
 /// One route's figures over the window, as the page plots them.
@@ -218,6 +264,16 @@ bookstore_http_request_duration_seconds_bucket{service=\"frontend\",route=\"/hea
         );
         assert!(!routes.contains_key("lookup"), "no lookups were scraped");
         assert!(buckets_from_scrape("not a scrape {").is_empty());
+    }
+
+    #[test]
+    fn scrapes_of_several_frontends_add_up() {
+        let routes = buckets_from_scrapes(&[SCRAPE, SCRAPE]);
+        assert_eq!(
+            routes.get("buy"),
+            Some(&vec![(0.001, 20.0), (0.01, 180.0), (f64::INFINITY, 208.0)])
+        );
+        assert!(buckets_from_scrapes::<&str>(&[]).is_empty());
     }
 
     #[test]

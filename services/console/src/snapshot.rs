@@ -1,30 +1,18 @@
-//! What the console's page shows at one moment, and the sampler that asks
-//! the store for it every tick. [`shape`] turns the answers into the page's
-//! snapshot and does no I/O.
+//! What the console's page shows at one moment. A backend reads the store
+//! its own way; [`shape`] turns what it read into the page's snapshot and
+//! does no I/O, so both backends' pages say the same things the same way.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bookstore_core::cluster::{ClusterConfig, Role};
-use bookstore_core::metrics::Metrics;
-use bookstore_core::peer::PeerClient;
+use bookstore_core::cluster::Role;
 use bookstore_replication::coordinator_server::Transition;
+use bookstore_replication::status_table::{self, MemberRow};
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
 
-use super::TICK;
-use super::load::{LoadProgress, LoadRun};
-use super::rates::{RateWindow, RouteFigures, buckets_from_scrape};
-use crate::settings::StoreArgs;
-use bookstore_replication::status_table::{self, MemberRow};
+use crate::Action;
+use crate::rates::RouteFigures;
 
-use crate::status;
-
-/// How long one tick waits for a member: under a tick, so a paused member
-/// shows as down instead of stalling the page.
-const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 /// How many topology changes the timeline shows.
 const TIMELINE_LEN: usize = 50;
 
@@ -38,9 +26,36 @@ pub struct Snapshot {
     pub rates: BTreeMap<&'static str, RouteFigures>,
     /// Topology changes, newest first.
     pub timeline: Vec<TimelineEntry>,
-    pub load: LoadProgress,
+    /// The bounded buy load, for a backend that runs one.
+    pub load: Option<LoadProgress>,
     /// What could not be read this tick, in words.
     pub problems: Vec<String>,
+    /// The buttons the page offers.
+    pub actions: &'static [Action],
+}
+
+/// What a bounded buy load has done, as the page shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadProgress {
+    pub running: bool,
+    pub planned: u64,
+    pub sent: u64,
+    pub succeeded: u64,
+    pub sold_out: u64,
+    /// Buys answered with an error or not at all (each tried once).
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+/// What a backend read in one tick.
+#[derive(Debug, Clone)]
+pub struct Readings {
+    /// Every member's and the coordinator's status lines, in `bookstore
+    /// status --json`'s shape (with `pod` in a cluster).
+    pub lines: Result<Vec<Value>, String>,
+    /// The coordinator's topology changes, oldest first.
+    pub history: Result<Vec<Transition>, String>,
+    pub rates: BTreeMap<&'static str, RouteFigures>,
 }
 
 /// A replicated tier: the coordinator's view and each member's own.
@@ -71,14 +86,14 @@ pub struct TimelineEntry {
     pub cause: String,
 }
 
-/// Builds the snapshot from what one tick read.
-pub fn shape(
-    at_ms: u64,
-    lines: Result<Vec<Value>, String>,
-    history: Result<Vec<Transition>, String>,
-    rates: BTreeMap<&'static str, RouteFigures>,
-    load: LoadProgress,
-) -> Snapshot {
+/// Builds the snapshot from what one tick read (without a load: a backend
+/// that runs one adds its progress).
+pub fn shape(at_ms: u64, readings: Readings, actions: &'static [Action]) -> Snapshot {
+    let Readings {
+        lines,
+        history,
+        rates,
+    } = readings;
     let mut problems = Vec::new();
     let lines = lines.unwrap_or_else(|error| {
         problems.push(format!("cannot read the members: {error}"));
@@ -106,8 +121,9 @@ pub fn shape(
         services,
         rates,
         timeline: timeline(&history),
-        load,
+        load: None,
         problems,
+        actions,
     }
 }
 
@@ -162,104 +178,6 @@ pub fn timeline(history: &[Transition]) -> Vec<TimelineEntry> {
     entries.reverse();
     entries.truncate(TIMELINE_LEN);
     entries
-}
-
-/// The frontend's public URL (`http://host:port`).
-pub fn frontend_url(cluster: &ClusterConfig) -> Option<String> {
-    cluster.first(Role::Frontend).ok()?.public_url()
-}
-
-/// Asks the store what it is doing, every tick.
-pub struct Sampler {
-    store: StoreArgs,
-    metrics_url: Option<String>,
-    history_url: Option<String>,
-    http: reqwest::Client,
-    peer: PeerClient,
-    window: RateWindow,
-    load: LoadRun,
-}
-
-impl Sampler {
-    pub fn new(store: StoreArgs, cluster: &ClusterConfig, load: LoadRun) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder().timeout(PROBE_TIMEOUT).build()?;
-        let peer =
-            PeerClient::with_timeout(store.load_token()?, Metrics::new("console"), PROBE_TIMEOUT);
-        Ok(Self {
-            metrics_url: frontend_url(cluster).map(|url| format!("{url}/metrics")),
-            history_url: cluster
-                .first(Role::Coordinator)
-                .ok()
-                .map(|c| format!("{}/coordinator/history", c.peer_url())),
-            store,
-            http,
-            peer,
-            window: RateWindow::default(),
-            load,
-        })
-    }
-
-    /// Publishes a snapshot every tick until nobody can read them.
-    pub async fn run(mut self, publish: watch::Sender<Arc<String>>) {
-        let mut ticks = tokio::time::interval(TICK);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            ticks.tick().await;
-            let snapshot = self.sample().await;
-            let json = match serde_json::to_string(&snapshot) {
-                Ok(json) => json,
-                Err(error) => {
-                    tracing::error!(%error, "cannot encode a snapshot");
-                    continue;
-                }
-            };
-            if publish.send(Arc::new(json)).is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn sample(&mut self) -> Snapshot {
-        let (lines, history, scrape) = futures::join!(
-            status::collect_within(&self.store, PROBE_TIMEOUT),
-            self.history(),
-            self.scrape(),
-        );
-        if let Some(text) = scrape {
-            self.window.add(Instant::now(), buckets_from_scrape(&text));
-        }
-        let at_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        shape(
-            at_ms,
-            lines.map_err(|e| format!("{e:#}")),
-            history,
-            self.window.figures(),
-            self.load.progress(),
-        )
-    }
-
-    async fn history(&self) -> Result<Vec<Transition>, String> {
-        let url = self
-            .history_url
-            .as_deref()
-            .ok_or("no coordinator in the cluster file")?;
-        self.peer
-            .get::<_, Vec<Transition>>("coordinator", "history", url, &())
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn scrape(&self) -> Option<String> {
-        let response = self
-            .http
-            .get(self.metrics_url.as_deref()?)
-            .send()
-            .await
-            .ok()?;
-        response.text().await.ok()
-    }
 }
 
 #[cfg(test)]
@@ -320,13 +238,12 @@ mod tests {
             json!({"role": "coordinator", "healthy": true, "tier": "catalog", "epoch": 3,
                    "primary": 0, "in_sync": [0], "waiting": null}),
         ];
-        let snapshot = shape(
-            5,
-            Ok(lines),
-            Err("refused".into()),
-            BTreeMap::new(),
-            LoadProgress::default(),
-        );
+        let readings = Readings {
+            lines: Ok(lines),
+            history: Err("refused".into()),
+            rates: BTreeMap::new(),
+        };
+        let snapshot = shape(5, readings, &[]);
         let catalog = &snapshot.tiers[0];
         assert_eq!(catalog.primary.as_deref(), Some("catalog-0"));
         assert_eq!(catalog.members[0].in_sync, Some(true));
