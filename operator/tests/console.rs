@@ -21,23 +21,21 @@
 mod support;
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use bookstore_system_tests::browser::{
     Chromedriver, PrimaryMove, click_and_confirm, save_screenshot, text_of, wait_for_page,
 };
+use bookstore_system_tests::console::ConsoleProcess;
 use bookstore_system_tests::store::tier;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use serde_json::Value;
 use support::proxied::{ProxiedStore, serve_member_status, set_address};
-use support::{Cluster, Mode, eventually, free_port};
+use support::{Cluster, Mode, eventually};
 
 const STORE: &str = "watch";
 const WAIT: Duration = Duration::from_secs(60);
-/// The console's action header (`bookstore_console::ACTION_HEADER`).
-const ACTION_HEADER: &str = "x-bookstore-console";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_shows_a_cluster_store_and_acts_on_it_through_the_api_server() {
@@ -49,7 +47,13 @@ async fn the_console_shows_a_cluster_store_and_acts_on_it_through_the_api_server
     let _status = serve_member_status(&store.host, store.token.clone(), catalog_epoch).await;
     set_address(pods, &format!("{STORE}-catalog-0"), &store.host).await;
 
-    let console = ConsoleProcess::start(&cluster, &store.ns).await;
+    let console = ConsoleProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_kubectl-bookstore")),
+        &cluster.kubeconfig,
+        STORE,
+        &store.ns,
+    )
+    .await;
 
     // 1. Both tiers, their primaries and epochs, catalog-0 in its pod, the
     //    cluster's actions and the coordinator's history.
@@ -219,89 +223,4 @@ async fn pod_uid(pods: &Api<Pod>, name: &str) -> Option<String> {
         .await
         .expect("the API server answers")
         .and_then(|pod| pod.metadata.uid)
-}
-
-/// `kubectl-bookstore console` on a free loopback port, with the cluster's
-/// kubeconfig.
-struct ConsoleProcess {
-    child: Child,
-    port: u16,
-    http: reqwest::Client,
-}
-
-impl ConsoleProcess {
-    async fn start(cluster: &Cluster, ns: &str) -> Self {
-        let port = free_port();
-        let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(env!("CARGO_BIN_EXE_kubectl-bookstore"))
-            .args(["console", STORE, "-n", ns, "--listen", &listen])
-            .env("KUBECONFIG", &cluster.kubeconfig)
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("kubectl-bookstore console starts");
-        let console = Self {
-            child,
-            port,
-            http: reqwest::Client::new(),
-        };
-        let page = eventually("the console serves its page", WAIT, || async {
-            let response = console.http.get(console.url("/")).send().await.ok()?;
-            response.text().await.ok()
-        })
-        .await;
-        assert!(page.contains("BookStore console"), "{page}");
-        console
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.port)
-    }
-
-    /// Reads the snapshot every 200 ms until `check` finds what it looks for.
-    async fn snapshot_until<T>(&self, what: &str, check: impl Fn(&Value) -> Option<T>) -> Value {
-        let mut last = Value::Null;
-        let found = tokio::time::timeout(WAIT, async {
-            loop {
-                if let Some(snapshot) = self.snapshot().await {
-                    if check(&snapshot).is_some() {
-                        return snapshot;
-                    }
-                    last = snapshot;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-        .await;
-        found.unwrap_or_else(|_| {
-            panic!("the console did not show {what} within {WAIT:?}; it showed {last:#}")
-        })
-    }
-
-    async fn snapshot(&self) -> Option<Value> {
-        let response = self.http.get(self.url("/snapshot")).send().await.ok()?;
-        response.json().await.ok()
-    }
-
-    /// POSTs an action as the page does (`from_the_page`: with the header),
-    /// naming the server by `host` if given; the status and the answer.
-    async fn post(&self, path: &str, from_the_page: bool, host: Option<&str>) -> (u16, Value) {
-        let mut request = self.http.post(self.url(path));
-        if from_the_page {
-            request = request.header(ACTION_HEADER, "1");
-        }
-        if let Some(host) = host {
-            request = request.header(reqwest::header::HOST, host);
-        }
-        let response = request.send().await.expect("the console answers");
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for ConsoleProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

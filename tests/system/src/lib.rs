@@ -4,6 +4,7 @@
 //!   and on Kubernetes);
 //! - [`browser`]: headless Chromium through chromedriver, and the console's
 //!   page read in it;
+//! - [`console`]: `kubectl-bookstore console` run as a user runs it;
 //! - [`cluster`]: the test cluster of `tests/cluster/cluster.sh`, started by
 //!   the test that needs it, with `kubectl` and `helm` against it;
 //! - [`store`]: a BookStore's status, conditions, Events and token;
@@ -13,6 +14,7 @@
 
 pub mod browser;
 pub mod cluster;
+pub mod console;
 pub mod load;
 pub mod store;
 

@@ -11,6 +11,12 @@
 //!   takes over under a higher epoch, an Event records it, the StatefulSet
 //!   brings the pod back, it resyncs and takes the primary back; afterwards
 //!   nothing is oversold, every order is readable, replicas are identical;
+//! - `kubectl bookstore console` (the plugin binary, on loopback) in headless
+//!   Chromium: the page shows both tiers led by ordinal 0; its "Delete pod"
+//!   button on catalog-0, confirmed, deletes the pod, and the page shows
+//!   catalog-1 primary at a higher epoch with the failover in its timeline
+//!   (screenshot `target/e2e/cluster-console-failover.png`); the primary
+//!   then returns to ordinal 0;
 //! - Prometheus (the cluster's build of the pinned Go module), deployed in the
 //!   cluster with the README's `kubernetes_sd_configs` scrape configuration,
 //!   discovers and scrapes the store's and the operator's pods, every query of
@@ -24,7 +30,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bookstore_operator::crd::{BookStore, BookStoreStatus};
+use bookstore_system_tests::browser::{
+    Chromedriver, PrimaryMove, click_and_confirm, save_screenshot, text_of, wait_for_page,
+};
 use bookstore_system_tests::cluster::{Cluster, Mode, run};
+use bookstore_system_tests::console::ConsoleProcess;
 use bookstore_system_tests::store;
 use bookstore_system_tests::store::{condition, tier as tier_status};
 use bookstore_system_tests::{
@@ -134,6 +144,14 @@ async fn bookstore_on_kubernetes_end_to_end() {
     .await;
     check_stock_matches_successes(&frontend, &plan, &ledger).await;
     check_every_order_is_readable(&frontend, &ledger).await;
+    store::check_replicas_identical(&client, NAMESPACE, &name, WAIT).await;
+
+    // The console for this store, in Chromium: its own button deletes the
+    // catalog primary's pod, and the page shows the failover.
+    println!(
+        "{}",
+        console_deletes_the_catalog_primary(&cluster, &stores, &name, &work).await
+    );
     store::check_replicas_identical(&client, NAMESPACE, &name, WAIT).await;
 
     // Metrics: every query of the dashboard answers from the real Prometheus
@@ -313,6 +331,79 @@ async fn crash_primary(
         buys_after.as_millis(),
         longest_gap.as_millis(),
         handed_back.as_millis()
+    )
+}
+
+/// Deletes the catalog primary's pod with the console's own button, in
+/// Chromium, and waits until the page shows the failover and the store has
+/// its primary back on ordinal 0. Says what the page showed.
+async fn console_deletes_the_catalog_primary(
+    cluster: &Cluster,
+    stores: &Api<BookStore>,
+    store: &str,
+    work: &Path,
+) -> String {
+    let before = wait_status(stores, store, "catalog has primary 0, all in sync", |s| {
+        let t = tier_status(s, "catalog");
+        t.primary == Some(0) && t.in_sync_members == t.desired_members
+    })
+    .await;
+    let epoch = tier_status(&before, "catalog").epoch;
+    let console = ConsoleProcess::start(
+        &cluster.release_binary("kubectl-bookstore"),
+        &cluster.kubeconfig,
+        store,
+        NAMESPACE,
+    )
+    .await;
+    let scratch = work.join("console");
+    std::fs::create_dir_all(&scratch).expect("a scratch dir");
+    let driver = Chromedriver::start(&scratch).await;
+    let browser = driver.browser(&scratch).await;
+    browser
+        .goto(&console.url("/"))
+        .await
+        .expect("the console's page loads");
+    wait_for_page(&browser, "both tiers led by ordinal 0", |page| {
+        let tiers = &page["tiers"];
+        (tiers["catalog"]["primary"] == "catalog-0" && tiers["order"]["primary"] == "order-0")
+            .then_some(())
+    })
+    .await;
+    let deleted_at = Instant::now();
+    click_and_confirm(
+        &browser,
+        r#"button[data-action="delete-pod"][data-member="catalog-0"]"#,
+    )
+    .await;
+    let failover_epoch = PrimaryMove {
+        tier: "catalog",
+        kind: "failover",
+        from: "catalog-0",
+        to: "catalog-1",
+        before: epoch,
+    }
+    .wait(&browser)
+    .await;
+    let shown_after = deleted_at.elapsed();
+    let result = text_of(&browser, "result").await;
+    assert!(
+        result.contains(&format!("deleted the pod {store}-catalog-0")),
+        "the page says what it did: {result}"
+    );
+    save_screenshot(&browser, &work.join("cluster-console-failover.png")).await;
+    browser.close().await.expect("the browser closes");
+    wait_status(stores, store, "catalog primary returns to ordinal 0", |s| {
+        let t = tier_status(s, "catalog");
+        t.primary == Some(0) && t.epoch > failover_epoch && t.in_sync_members == t.desired_members
+    })
+    .await;
+    format!(
+        "console: its Delete pod button on catalog-0 (epoch {epoch}); the page showed catalog-1 \
+         primary at epoch {failover_epoch} with the failover in its timeline after {} ms; \
+         primary back on ordinal 0 after {} ms",
+        shown_after.as_millis(),
+        deleted_at.elapsed().as_millis()
     )
 }
 
