@@ -46,8 +46,8 @@ use bookstore_core::cluster::{Ordinal, Role};
 use crate::coordinator::durable::DurableState;
 use crate::coordinator::{AlterError, Coordinator, CoordinatorConfig, Published};
 use crate::node::state::{
-    AlterAnswer, BatchHeader, BatchPlan, Effect, Leadership, MemberCore, PrimaryId, Refusal,
-    ResyncStep, SendOutcome, Settlement, SnapshotGrant, Target,
+    AlterAnswer, BatchHeader, BatchPlan, Effect, JoinRefused, Leadership, MemberCore, PrimaryId,
+    Refusal, ResyncStep, SendOutcome, Settlement, SnapshotGrant, Target,
 };
 use crate::node::{GAP_WAIT, MAX_BATCH, REPLICATE_TIMEOUT};
 use crate::topology::{AlterInSync, Epoch, Heartbeat, LogIndex, Phase, Topology};
@@ -268,7 +268,8 @@ enum Msg {
     },
     JoinAnswer {
         call: u64,
-        ok: bool,
+        /// `None`: admitted; otherwise why not.
+        refused: Option<JoinRefused>,
     },
     MarkDown {
         ordinal: Ordinal,
@@ -1172,7 +1173,7 @@ impl Sim {
                     },
                 )?;
             }
-            Msg::JoinAnswer { call, ok } => {
+            Msg::JoinAnswer { call, refused } => {
                 let Some(process) = self.process(ordinal) else {
                     return Ok(());
                 };
@@ -1180,11 +1181,12 @@ impl Sim {
                     return Ok(());
                 }
                 process.resync_call = None;
-                if ok {
-                    process.resync_backoff = RESYNC_BACKOFF_MS;
-                } else {
-                    self.with_core(ordinal, |core| core.join_refused())?;
-                    self.resync_failed(ordinal)?;
+                match refused {
+                    None => process.resync_backoff = RESYNC_BACKOFF_MS,
+                    Some(why) => {
+                        self.with_core(ordinal, |core| core.join_refused(why))?;
+                        self.resync_failed(ordinal)?;
+                    }
                 }
             }
             Msg::BuyRequest { attempt, buy } => {
@@ -1391,7 +1393,10 @@ impl Sim {
                         _ => self.send(
                             Addr::Member(ordinal),
                             from,
-                            Msg::JoinAnswer { call, ok: false },
+                            Msg::JoinAnswer {
+                                call,
+                                refused: Some(JoinRefused::NotALearner),
+                            },
                         ),
                     }
                 }
@@ -1718,7 +1723,10 @@ impl Sim {
                 self.send(
                     Addr::Member(ordinal),
                     from,
-                    Msg::JoinAnswer { call, ok: changed },
+                    Msg::JoinAnswer {
+                        call,
+                        refused: (!changed).then_some(JoinRefused::NotAdmitted),
+                    },
                 );
             }
         }

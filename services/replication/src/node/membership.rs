@@ -15,11 +15,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bookstore_core::ApiError;
-use bookstore_core::peer::PeerClient;
+use bookstore_core::peer::{PeerClient, PeerError};
 use tokio::sync::oneshot;
 
 use super::messages::{Done, JoinRequest, SnapshotRequest, SnapshotResponse};
-use super::state::ResyncStep;
+use super::state::{JoinRefused, ResyncStep};
 use super::writer::WriterOp;
 use super::{Shared, writer_gone};
 use crate::store::StateMachine;
@@ -190,11 +190,24 @@ async fn ask_to_join<M: StateMachine>(
         )
         .await;
     if let Err(error) = joined {
-        // The primary no longer knows us as a learner: start over.
-        shared.with_core(|core| core.join_refused());
+        shared.with_core(|core| core.join_refused(join_refusal(&error)));
         return Err(error.into());
     }
     Ok(())
+}
+
+/// Why the primary did not admit us: it answers `unavailable` when it asked
+/// the coordinator and got a refusal or no answer (we are still its
+/// learner); anything else means starting over.
+fn join_refusal(error: &PeerError) -> JoinRefused {
+    match error {
+        PeerError::Status {
+            body: Some(body), ..
+        } if body.error.code == ApiError::Unavailable(String::new()).code() => {
+            JoinRefused::NotAdmitted
+        }
+        _ => JoinRefused::NotALearner,
+    }
 }
 
 /// Fault injection: behave as crashed (no heartbeats, no service).

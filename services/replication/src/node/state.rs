@@ -266,6 +266,18 @@ struct Learner {
     missed_batch: bool,
 }
 
+/// Why the primary did not admit a learner to the in-sync set
+/// ([`MemberCore::join_refused`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// The primary does not know this member as a learner (any more), or
+    /// could not be asked: the resync starts over.
+    NotALearner,
+    /// The primary asked the coordinator, which refused or did not answer:
+    /// this member is still a learner and asks again.
+    NotAdmitted,
+}
+
 /// The member's whole decision state.
 #[derive(Debug, Clone)]
 pub struct MemberCore {
@@ -551,9 +563,18 @@ impl MemberCore {
         }
     }
 
-    /// The primary refused to admit this member: start the resync over.
-    pub fn join_refused(&mut self) {
-        if self.phase == Phase::CatchingUp {
+    /// The primary did not admit this member to the in-sync set.
+    ///
+    /// Only a member the primary no longer knows as a learner starts the
+    /// resync over. One whose admission the coordinator refused (or left
+    /// unanswered) is still a learner: the primary goes on sending it every
+    /// batch, so it stays catching up and asks again. Starting over there
+    /// made it wait for a snapshot while the primary's next batch waited for
+    /// its answer, and its snapshot request waited behind that batch in the
+    /// primary's writer: every write of the tier stalled for the replicate
+    /// timeout (2 s), during a rolling upgrade or a scale-up.
+    pub fn join_refused(&mut self, why: JoinRefused) {
+        if self.phase == Phase::CatchingUp && why == JoinRefused::NotALearner {
             self.become_joining("the primary does not know this member as a learner");
         }
     }

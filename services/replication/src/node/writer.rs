@@ -503,6 +503,8 @@ impl<M: StateMachine> Writer<M> {
         if let Err(error) = self.alter_in_sync(alter).await {
             // An answer (any status) is a refusal; no answer leaves the
             // admission in doubt (the core then treats it as in sync).
+            // Either way the learner stays one: `unavailable` tells it to
+            // ask again rather than start over (`join_refused`).
             if matches!(error, PeerError::Status { .. }) {
                 self.shared
                     .with_core(|core| core.admission_refused(request.ordinal));

@@ -257,8 +257,31 @@ fn a_refused_join_starts_the_resync_over() {
         primary: primary(0, 10),
         index: 0,
     });
-    core.join_refused();
+    core.join_refused(JoinRefused::NotALearner);
     assert_eq!(core.phase(), Phase::Joining);
+}
+
+/// The fault: during a rolling upgrade the coordinator refused a new pod's
+/// admission (it had not seen the pod yet); the learner started over and
+/// waited for a snapshot, the primary's next batch waited for it, and its
+/// snapshot request waited behind that batch: the tier took no write for
+/// the 2 s replicate timeout and buys were answered 503.
+#[test]
+fn a_learner_whose_admission_the_coordinator_refused_stays_catching_up_instead_of_stalling_the_primary()
+ {
+    let mut core = MemberCore::new(TIER, 1, 20);
+    core.adopt(topology(2, Some(0), &[(0, 10, true), (1, 20, false)]));
+    core.snapshot_installed(SnapshotGrant {
+        epoch: 2,
+        primary: primary(0, 10),
+        index: 0,
+    });
+    core.join_refused(JoinRefused::NotAdmitted);
+    assert_eq!(core.phase(), Phase::CatchingUp);
+    assert!(
+        matches!(core.resync_step(), Some(ResyncStep::AskToJoin { .. })),
+        "it asks to join again, without a new snapshot"
+    );
 }
 
 #[test]
