@@ -56,7 +56,9 @@ fn phases(effects: &[Effect]) -> Vec<Phase> {
 
 /// Member 1 (incarnation 20) as an in-sync replica of primary 0
 /// (incarnation 10) at epoch 3.
-fn following_replica() -> MemberCore {
+/// Member 1 (incarnation 20) as a learner of primary 0 at epoch 2: it has
+/// installed the snapshot and is catching up (its effects not yet taken).
+fn catching_up_learner() -> MemberCore {
     let mut core = MemberCore::new(TIER, 1, 20);
     core.adopt(topology(2, Some(0), &[(0, 10, true), (1, 20, false)]));
     core.snapshot_installed(SnapshotGrant {
@@ -64,6 +66,11 @@ fn following_replica() -> MemberCore {
         primary: primary(0, 10),
         index: 0,
     });
+    core
+}
+
+fn following_replica() -> MemberCore {
+    let mut core = catching_up_learner();
     core.adopt(topology(3, Some(0), &[(0, 10, true), (1, 20, true)]));
     assert_eq!(core.phase(), Phase::Following);
     core.take_effects();
@@ -234,13 +241,7 @@ fn a_replica_whose_primary_changes_rejoins() {
 
 #[test]
 fn a_catching_up_member_whose_primary_changes_starts_over() {
-    let mut core = MemberCore::new(TIER, 1, 20);
-    core.adopt(topology(2, Some(0), &[(0, 10, true), (1, 20, false)]));
-    core.snapshot_installed(SnapshotGrant {
-        epoch: 2,
-        primary: primary(0, 10),
-        index: 0,
-    });
+    let mut core = catching_up_learner();
     core.adopt(topology(3, Some(2), &[(1, 20, false), (2, 30, true)]));
     assert_eq!(
         phases(&core.take_effects()),
@@ -250,13 +251,7 @@ fn a_catching_up_member_whose_primary_changes_starts_over() {
 
 #[test]
 fn a_refused_join_starts_the_resync_over() {
-    let mut core = MemberCore::new(TIER, 1, 20);
-    core.adopt(topology(2, Some(0), &[(0, 10, true), (1, 20, false)]));
-    core.snapshot_installed(SnapshotGrant {
-        epoch: 2,
-        primary: primary(0, 10),
-        index: 0,
-    });
+    let mut core = catching_up_learner();
     core.join_refused(JoinRefused::NotALearner);
     assert_eq!(core.phase(), Phase::Joining);
 }
@@ -269,13 +264,7 @@ fn a_refused_join_starts_the_resync_over() {
 #[test]
 fn a_learner_whose_admission_the_coordinator_refused_stays_catching_up_instead_of_stalling_the_primary()
  {
-    let mut core = MemberCore::new(TIER, 1, 20);
-    core.adopt(topology(2, Some(0), &[(0, 10, true), (1, 20, false)]));
-    core.snapshot_installed(SnapshotGrant {
-        epoch: 2,
-        primary: primary(0, 10),
-        index: 0,
-    });
+    let mut core = catching_up_learner();
     core.join_refused(JoinRefused::NotAdmitted);
     assert_eq!(core.phase(), Phase::CatchingUp);
     assert!(
