@@ -129,13 +129,8 @@ async fn the_console_shows_a_cluster_store_and_acts_on_it_through_the_api_server
     //    order primary, and the page shows order-1 primary at a higher epoch
     //    with the handover in its timeline; the snapshot says the same.
     let scratch = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cluster-console");
-    std::fs::create_dir_all(&scratch).expect("a scratch dir");
     let driver = Chromedriver::start(&scratch).await;
-    let browser = driver.browser(&scratch).await;
-    browser
-        .goto(&console.url("/"))
-        .await
-        .expect("the console's page loads");
+    let browser = driver.open(&scratch, &console.url("/")).await;
     wait_for_page(&browser, "both tiers led by ordinal 0", |page| {
         let tiers = &page["tiers"];
         (tiers["catalog"]["primary"] == "catalog-0"

@@ -26,11 +26,7 @@ async fn the_console_shows_a_failover_caused_by_its_own_kill_button() {
     });
     let console = ConsoleProcess::start(&up, dir.path()).await;
     let driver = Chromedriver::start(dir.path()).await;
-    let browser = driver.browser(dir.path()).await;
-    browser
-        .goto(&console.url)
-        .await
-        .expect("the console's page loads");
+    let browser = driver.open(dir.path(), &console.url).await;
 
     let before = wait_for_page(&browser, "both tiers with their primaries", |page| {
         let catalog = &page["tiers"]["catalog"];

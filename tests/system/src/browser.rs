@@ -70,7 +70,11 @@ pub struct Chromedriver {
 }
 
 impl Chromedriver {
+    /// Starts chromedriver, its log and the browser's profile in `dir`
+    /// (made if missing).
     pub async fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir)
+            .unwrap_or_else(|e| panic!("cannot make {}: {e}", dir.display()));
         for program in [CHROMEDRIVER, CHROMIUM] {
             assert!(
                 Path::new(program).exists(),
@@ -116,6 +120,17 @@ impl Chromedriver {
             .connect(&self.url)
             .await
             .expect("a Chromium session through chromedriver")
+    }
+
+    /// A headless Chromium session ([`Chromedriver::browser`]) with `url`
+    /// loaded.
+    pub async fn open(&self, dir: &Path, url: &str) -> Client {
+        let browser = self.browser(dir).await;
+        browser
+            .goto(url)
+            .await
+            .unwrap_or_else(|e| panic!("the page {url} does not load: {e}"));
+        browser
     }
 }
 

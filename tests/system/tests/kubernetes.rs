@@ -357,13 +357,8 @@ async fn console_deletes_the_catalog_primary(
     )
     .await;
     let scratch = work.join("console");
-    std::fs::create_dir_all(&scratch).expect("a scratch dir");
     let driver = Chromedriver::start(&scratch).await;
-    let browser = driver.browser(&scratch).await;
-    browser
-        .goto(&console.url("/"))
-        .await
-        .expect("the console's page loads");
+    let browser = driver.open(&scratch, &console.url("/")).await;
     wait_for_page(&browser, "both tiers led by ordinal 0", |page| {
         let tiers = &page["tiers"];
         (tiers["catalog"]["primary"] == "catalog-0" && tiers["order"]["primary"] == "order-0")
