@@ -222,3 +222,69 @@ fn bookstore_fault_kills_pauses_and_shuts_down_members_and_status_shows_it() {
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(error.contains("no member \"catalog-7\""), "{error}");
 }
+
+/// `GET /peer/status` of one member, asked on its peer port with the token.
+fn member_status(up: &UpProcess, name: &str) -> serde_json::Value {
+    let (role, ordinal) = name.split_once('-').expect("a member name like catalog-0");
+    let role: bookstore_core::cluster::Role = role.parse().expect("a role");
+    let member = up
+        .cluster
+        .member(role, ordinal.parse().expect("an ordinal"))
+        .expect("a member");
+    reqwest::blocking::Client::new()
+        .get(format!("{}/peer/status", member.peer_url()))
+        .header(bookstore_core::token::TOKEN_HEADER, up.peer_token())
+        .send()
+        .and_then(|r| r.error_for_status())
+        .and_then(|r| r.json())
+        .unwrap_or_else(|error| panic!("status of {name}: {error}"))
+}
+
+/// The fault: the primary computed its digest on its writer task, so
+/// `status` queued behind whatever batch the writer held. Here a paused
+/// replica holds a buy's batch (until the primary gives up on it and drops
+/// it from the in-sync set); the primary must answer status meanwhile, with
+/// the index and digest readers see (the held batch is not visible yet).
+#[test]
+fn status_is_not_held_behind_a_batch_that_a_paused_replica_holds() {
+    let dir = TempDir::new("status-held");
+    let up = UpProcess::start(dir.path(), local_cluster(2), &default_inventory_path(), &[]);
+    let primary = up.primary("catalog").expect("a catalog primary");
+    let replica = if primary == "catalog-0" {
+        "catalog-1"
+    } else {
+        "catalog-0"
+    };
+    let before = member_status(&up, &primary);
+
+    up.pause(replica);
+    let frontend = up.frontend();
+    let buy = std::thread::spawn(move || {
+        reqwest::blocking::Client::new()
+            .get(format!("{frontend}/buy?item_number=2"))
+            .send()
+            .and_then(|r| r.json::<serde_json::Value>())
+    });
+    // Long enough for the buy to reach the catalog's writer; the replica
+    // holds it far longer (the primary's replicate timeout).
+    std::thread::sleep(Duration::from_millis(300));
+    let during = member_status(&up, &primary);
+    let buy_was_pending = !buy.is_finished();
+    up.resume(replica);
+
+    assert!(
+        buy_was_pending,
+        "the buy must still be held when status answers"
+    );
+    assert_eq!(during["applied_index"], before["applied_index"], "{during}");
+    assert_eq!(during["digest"], before["digest"], "{during}");
+    let bought = buy.join().expect("buyer thread").expect("buy answered");
+    assert!(bought["order_number"].is_u64(), "{bought}");
+    up.wait_until_settled(Duration::from_secs(60));
+    let after = member_status(&up, &primary);
+    assert!(
+        after["applied_index"].as_u64() > before["applied_index"].as_u64(),
+        "{after}"
+    );
+    assert_ne!(after["digest"], before["digest"], "{after}");
+}
