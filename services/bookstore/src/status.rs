@@ -7,6 +7,12 @@
 //! "coordinator"`): epoch, primary, in-sync set, and in words what it waits
 //! for when it waits (a bootstrap without durable state waits for every
 //! member).
+//!
+//! `--verify` then has every replicated member recompute its digest from
+//! its rows on disk (off its writer, a pass over the whole database) and
+//! checks that it matches the digest the member keeps per write, and that
+//! the members of a tier at the same index agree; it fails if either does
+//! not hold.
 
 use std::time::Duration;
 
@@ -14,7 +20,7 @@ use bookstore_core::cluster::{Member, Role};
 use bookstore_core::metrics::Metrics;
 use bookstore_core::peer::PeerClient;
 use bookstore_replication::coordinator::TierStatus;
-use bookstore_replication::node::messages::MemberStatus;
+use bookstore_replication::node::messages::{MemberStatus, Verification};
 use bookstore_replication::status_table::{Columns, render_table};
 use clap::Args;
 use serde_json::{Value, json};
@@ -24,6 +30,9 @@ use crate::up::{PIDS_FILE, Pids};
 
 /// How long a member may take to report.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a member may take to read its whole database for `--verify`
+/// (a million books take about a second on a laptop).
+const VERIFY_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(Debug, Clone, Args)]
 pub struct StatusArgs {
@@ -33,6 +42,11 @@ pub struct StatusArgs {
     /// instead of the table.
     #[arg(long)]
     pub json: bool,
+    /// Also recompute each replicated member's digest from its rows and
+    /// check it, and that the members of each tier agree (slow on a large
+    /// store: every member reads its whole database).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
@@ -44,7 +58,105 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", render_table(&lines, Columns::Local));
     }
+    if args.verify {
+        let report = verify(&args.store).await?;
+        for line in &report.lines {
+            println!("{line}");
+        }
+        anyhow::ensure!(report.holds, "verification failed (see above)");
+    }
     Ok(())
+}
+
+/// Has every replicated member verify its digest against its rows.
+async fn verify(store: &StoreArgs) -> anyhow::Result<VerifyReport> {
+    let cluster = store.cluster()?;
+    let client =
+        PeerClient::with_timeout(store.load_token()?, Metrics::new("status"), VERIFY_TIMEOUT);
+    let asks = cluster
+        .members
+        .iter()
+        .filter(|m| m.role.is_replicated())
+        .map(|member| {
+            let client = &client;
+            async move {
+                let url = format!("{}/peer/verify", member.peer_url());
+                let answer = client
+                    .get::<_, Verification>("member", "verify", &url, &())
+                    .await
+                    .map_err(|error| error.to_string());
+                (member.role, member.name(), answer)
+            }
+        });
+    Ok(verify_report(&futures::future::join_all(asks).await))
+}
+
+/// What `--verify` found: one line per member and per tier, and whether
+/// everything held.
+#[derive(Debug, PartialEq, Eq)]
+struct VerifyReport {
+    lines: Vec<String>,
+    holds: bool,
+}
+
+/// Judges the members' verifications. A member whose kept digest differs
+/// from its rows fails; so do members of one tier at the same index with
+/// different digests. Members at different indexes cannot be compared (a
+/// write landed between their reads): said, not failed.
+fn verify_report(answers: &[(Role, String, Result<Verification, String>)]) -> VerifyReport {
+    let mut lines = Vec::new();
+    let mut holds = true;
+    for (_, name, answer) in answers {
+        lines.push(match answer {
+            Ok(v) if v.holds() => format!(
+                "verify {name}: at index {} its digest {} matches its rows",
+                v.applied_index, v.digest
+            ),
+            Ok(v) => {
+                holds = false;
+                format!(
+                    "verify {name}: at index {} it keeps digest {} but its rows have {}",
+                    v.applied_index, v.digest, v.rows_digest
+                )
+            }
+            Err(error) => {
+                holds = false;
+                format!("verify {name}: no answer: {error}")
+            }
+        });
+    }
+    for tier in &bookstore_core::plan::REPLICATED_TIERS {
+        let verified: Vec<(&str, &Verification)> = answers
+            .iter()
+            .filter(|(role, _, _)| role == tier)
+            .filter_map(|(_, name, answer)| Some((name.as_str(), answer.as_ref().ok()?)))
+            .collect();
+        let Some((_, first)) = verified.first() else {
+            continue;
+        };
+        let names = verified
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ");
+        lines.push(
+            if verified.iter().any(|(_, v)| v.applied_index != first.applied_index) {
+                format!("verify {tier}: {names} were read at different indexes (writes in flight); run again when the store is idle to compare them")
+            } else if verified.iter().all(|(_, v)| v.rows_digest == first.rows_digest) {
+                format!(
+                    "verify {tier}: {names} hold the same rows at index {}",
+                    first.applied_index
+                )
+            } else {
+                holds = false;
+                format!(
+                    "verify {tier}: {names} are all at index {} but their rows differ",
+                    first.applied_index
+                )
+            },
+        );
+    }
+    VerifyReport { lines, holds }
 }
 
 /// The status of every service member, in cluster-file order, then the
@@ -156,4 +268,73 @@ fn unreachable_member(member: &Member, pid: Option<u32>, error: &str) -> Value {
         "digest": null,
         "error": error,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn verified(index: u64, kept: &str, rows: &str) -> Result<Verification, String> {
+        Ok(Verification {
+            applied_index: index,
+            digest: kept.to_owned(),
+            rows_digest: rows.to_owned(),
+        })
+    }
+
+    fn answer(
+        role: Role,
+        ordinal: u32,
+        result: Result<Verification, String>,
+    ) -> (Role, String, Result<Verification, String>) {
+        (role, format!("{role}-{ordinal}"), result)
+    }
+
+    #[test]
+    fn members_whose_digests_match_their_rows_and_each_other_verify() {
+        let report = verify_report(&[
+            answer(Role::Catalog, 0, verified(7, "aa", "aa")),
+            answer(Role::Catalog, 1, verified(7, "aa", "aa")),
+            answer(Role::Order, 0, verified(3, "bb", "bb")),
+        ]);
+        assert!(report.holds, "{report:?}");
+        assert!(
+            report.lines.contains(
+                &"verify catalog: catalog-0, catalog-1 hold the same rows at index 7".to_owned()
+            ),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn a_kept_digest_that_differs_from_the_rows_fails() {
+        let report = verify_report(&[answer(Role::Order, 0, verified(3, "bb", "cc"))]);
+        assert!(!report.holds);
+        assert!(
+            report.lines[0].contains("keeps digest bb but its rows have cc"),
+            "{report:?}"
+        );
+    }
+
+    #[test]
+    fn members_at_one_index_with_different_rows_fail() {
+        let report = verify_report(&[
+            answer(Role::Catalog, 0, verified(7, "aa", "aa")),
+            answer(Role::Catalog, 1, verified(7, "ab", "ab")),
+        ]);
+        assert!(!report.holds);
+        assert!(report.lines[2].contains("their rows differ"), "{report:?}");
+    }
+
+    #[test]
+    fn members_at_different_indexes_are_not_compared_and_a_silent_one_fails() {
+        let report = verify_report(&[
+            answer(Role::Catalog, 0, verified(7, "aa", "aa")),
+            answer(Role::Catalog, 1, verified(8, "ab", "ab")),
+        ]);
+        assert!(report.holds, "{report:?}");
+        assert!(report.lines[2].contains("different indexes"), "{report:?}");
+        let report = verify_report(&[answer(Role::Catalog, 0, Err("timed out".to_owned()))]);
+        assert!(!report.holds);
+    }
 }

@@ -288,3 +288,74 @@ fn status_is_not_held_behind_a_batch_that_a_paused_replica_holds() {
     );
     assert_ne!(after["digest"], before["digest"], "{after}");
 }
+
+/// `bookstore status --verify` on a settled store passes: every member's
+/// digest matches its rows and the members of each tier agree. Then the
+/// fault it exists for: a row changed behind a member's back (a hand edit,
+/// a damaged disk) leaves the digest the member keeps per write describing
+/// rows it no longer has, and verify fails, naming that member.
+#[test]
+fn status_verify_catches_a_row_changed_behind_a_members_back() {
+    let dir = TempDir::new("verify");
+    let up = UpProcess::start(dir.path(), local_cluster(2), &default_inventory_path(), &[]);
+    let http = reqwest::blocking::Client::new();
+    for _ in 0..3 {
+        let bought: serde_json::Value = http
+            .get(format!("{}/buy?item_number=3", up.frontend()))
+            .send()
+            .and_then(|r| r.json())
+            .expect("buy");
+        assert!(bought["order_number"].is_u64(), "{bought}");
+    }
+    up.wait_until_settled(Duration::from_secs(60));
+    let said = bookstore(&up, &["status", "--verify"]);
+    let index = up.tier_status("catalog")[0]["applied_index"].clone();
+    for (tier, members) in [
+        ("catalog", "catalog-0, catalog-1"),
+        ("order", "order-0, order-1"),
+    ] {
+        assert!(
+            said.contains(&format!(
+                "verify {tier}: {members} hold the same rows at index"
+            )),
+            "{said}"
+        );
+    }
+    assert!(
+        said.contains(&format!("verify catalog-1: at index {index} its digest")),
+        "{said}"
+    );
+
+    let database = up.data_dir.join("catalog-1").join("catalog-1.db");
+    rusqlite::Connection::open(&database)
+        .and_then(|db| {
+            db.execute(
+                "UPDATE books SET stock = stock + 5 WHERE item_number = 3",
+                [],
+            )
+        })
+        .expect("edit catalog-1's database behind its back");
+    let output = Command::new(env!("CARGO_BIN_EXE_bookstore"))
+        .args(["status", "--verify", "--cluster"])
+        .arg(&up.cluster_file)
+        .arg("--data-dir")
+        .arg(&up.data_dir)
+        .output()
+        .expect("run bookstore");
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(!output.status.success(), "{said}");
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("verification failed"),
+        "{output:?}"
+    );
+    assert!(
+        said.lines()
+            .any(|line| line.starts_with("verify catalog-1:") && line.contains("but its rows have")),
+        "{said}"
+    );
+    assert!(
+        said.contains("verify catalog-0: at index"),
+        "the untouched member still verifies: {said}"
+    );
+    assert!(said.contains("their rows differ"), "{said}");
+}

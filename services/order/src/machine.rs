@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
 
 use bookstore_core::api::{ItemNumber, Order, OrderNumber};
-use bookstore_replication::store::StateMachine;
-use rusqlite::{Transaction, params};
+use bookstore_replication::store::{StateDigest, StateMachine};
+use rusqlite::{Connection, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 /// A write to the order log.
@@ -60,6 +60,10 @@ impl OrderView {
 pub struct OrderSnapshot {
     pub orders: Vec<Order>,
 }
+
+/// The table the digest accounts (see [`StateDigest`]); an order's row is
+/// the [`Order`] itself.
+const ORDERS: &str = "orders";
 
 /// The order state machine.
 #[derive(Default)]
@@ -124,7 +128,12 @@ impl StateMachine for OrderMachine {
         Ok(())
     }
 
-    fn apply(&mut self, tx: &Transaction, command: &OrderCommand) -> rusqlite::Result<Order> {
+    fn apply(
+        &mut self,
+        tx: &Transaction,
+        command: &OrderCommand,
+        digest: &mut StateDigest,
+    ) -> rusqlite::Result<Order> {
         let OrderCommand::Record {
             request_id,
             item_number,
@@ -142,6 +151,7 @@ impl StateMachine for OrderMachine {
             request_id: request_id.clone(),
         };
         Self::save(tx, &order)?;
+        digest.add(ORDERS, &order);
         self.insert(order.clone());
         Ok(order)
     }
@@ -152,16 +162,35 @@ impl StateMachine for OrderMachine {
         }
     }
 
-    fn restore(&mut self, tx: &Transaction, snapshot: OrderSnapshot) -> rusqlite::Result<()> {
+    fn restore(
+        &mut self,
+        tx: &Transaction,
+        snapshot: OrderSnapshot,
+        digest: &mut StateDigest,
+    ) -> rusqlite::Result<()> {
         tx.execute_batch("DELETE FROM orders;")?;
         self.orders.clear();
         self.by_request.clear();
         *self.view.inner.write().unwrap_or_else(|p| p.into_inner()) = Orders::default();
         for order in snapshot.orders {
             Self::save(tx, &order)?;
+            digest.add(ORDERS, &order);
             self.insert(order);
         }
         Ok(())
+    }
+
+    fn digest_rows(conn: &Connection) -> rusqlite::Result<StateDigest> {
+        let mut orders =
+            conn.prepare("SELECT order_number, item_number, request_id FROM orders")?;
+        let rows = orders.query_map([], |row| {
+            Ok(Order {
+                order_number: row.get::<_, i64>(0)? as u64,
+                item_number: row.get::<_, i64>(1)? as u64,
+                request_id: row.get(2)?,
+            })
+        })?;
+        StateDigest::of_rows(ORDERS, rows)
     }
 
     fn publish(&mut self) {
@@ -187,13 +216,17 @@ mod tests {
     use super::*;
 
     fn record(m: &mut OrderMachine, conn: &mut rusqlite::Connection, id: &str, item: u64) -> Order {
-        let tx = conn.transaction().expect("tx");
         let command = OrderCommand::Record {
             request_id: id.to_owned(),
             item_number: item,
         };
-        let order = m.apply(&tx, &command).expect("apply");
+        // Every write a test makes also checks that the digest kept per
+        // write is the digest of the rows it leaves.
+        let mut digest = OrderMachine::digest_rows(conn).expect("digest");
+        let tx = conn.transaction().expect("tx");
+        let order = m.apply(&tx, &command, &mut digest).expect("apply");
         tx.commit().expect("commit");
+        assert_eq!(digest, OrderMachine::digest_rows(conn).expect("digest"));
         order
     }
 
@@ -224,8 +257,12 @@ mod tests {
         let (mut other, mut other_conn) = open();
         record(&mut other, &mut other_conn, "divergent", 9);
         let tx = other_conn.transaction().expect("tx");
-        other.restore(&tx, m.snapshot()).expect("restore");
+        let mut digest = StateDigest::default();
+        other
+            .restore(&tx, m.snapshot(), &mut digest)
+            .expect("restore");
         tx.commit().expect("commit");
+        assert_eq!(digest, OrderMachine::digest_rows(&conn).expect("digest"));
         other.publish();
         assert!(other.view().by_request("divergent").is_none());
         assert_eq!(other.view().get(1).expect("order").request_id, "a");

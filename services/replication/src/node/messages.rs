@@ -50,6 +50,11 @@ pub struct SnapshotResponse<S> {
     pub leader_incarnation: u64,
     pub index: LogIndex,
     pub snapshot: S,
+    /// The digest of the primary's rows at `index`; the learner checks that
+    /// its restored rows have the same. Absent from a primary of a version
+    /// that did not send it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// A learner's request to enter the in-sync set.
@@ -84,6 +89,22 @@ pub struct MemberStatus {
     pub applied_index: LogIndex,
     pub digest: String,
     pub incarnation: u64,
+}
+
+/// A member's digest checked against its rows (`bookstore status --verify`):
+/// in one read of its database, the index and digest it keeps, and the
+/// digest recomputed row by row. They differ only if the kept digest lies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verification {
+    pub applied_index: LogIndex,
+    pub digest: String,
+    pub rows_digest: String,
+}
+
+impl Verification {
+    pub fn holds(&self) -> bool {
+        self.digest == self.rows_digest
+    }
 }
 
 /// How a member's peer routes fail: a typed refusal (its reason is the error

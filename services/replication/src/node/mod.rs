@@ -49,9 +49,9 @@ use bookstore_core::peer::PeerClient;
 use bookstore_core::token::PeerToken;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::store::{self, StateMachine};
-use crate::topology::{Epoch, LogIndex, Phase, Topology};
-use messages::{MemberError, MemberStatus};
+use crate::store::{self, DataPosition, StateDigest, StateMachine};
+use crate::topology::{LogIndex, Phase, Topology};
+use messages::{MemberError, MemberStatus, Verification};
 use metrics::ReplicationMetrics;
 use state::{Effect, MemberCore};
 use writer::{Writer, WriterOp};
@@ -126,10 +126,23 @@ struct Shared<M: StateMachine> {
     progress: watch::Sender<u64>,
     applied: AtomicU64,
     data_epoch: AtomicU64,
+    /// The index readers see and the digest of the rows at it: `status`
+    /// reads it here, never from the writer, so it answers at once whatever
+    /// the writer is busy with.
+    published: Mutex<Published>,
+    /// The database file, for reads off the writer (`verify`).
+    database: PathBuf,
     writer: mpsc::Sender<WriterOp<M>>,
     view: Arc<M::View>,
     on_promote: PromoteHook,
     metrics: ReplicationMetrics,
+}
+
+/// What `status` reports of the data: a pair, changed together.
+#[derive(Debug, Clone, Copy)]
+struct Published {
+    applied: LogIndex,
+    digest: StateDigest,
 }
 
 /// A handle to a running member; cheap to clone.
@@ -172,6 +185,7 @@ impl<M: StateMachine> Node<M> {
         let position = store::read_position(&conn).map_err(db_error)?;
         let tx = conn.transaction().map_err(db_error)?;
         machine.open(&tx).map_err(db_error)?;
+        let digest = opened_digest::<M>(&tx).map_err(db_error)?;
         tx.commit().map_err(db_error)?;
         machine.publish();
         let view = machine.view();
@@ -189,6 +203,11 @@ impl<M: StateMachine> Node<M> {
             progress,
             applied: AtomicU64::new(position.applied),
             data_epoch: AtomicU64::new(position.epoch),
+            published: Mutex::new(Published {
+                applied: position.applied,
+                digest,
+            }),
+            database: path,
             writer: writer_tx,
             view,
             on_promote,
@@ -202,6 +221,7 @@ impl<M: StateMachine> Node<M> {
             conn,
             machine,
             position,
+            digest,
             writer_rx,
             on_commit,
         );
@@ -320,8 +340,8 @@ impl<M: StateMachine> Node<M> {
     }
 
     /// What `bookstore status` shows for this member.
-    pub async fn status(&self) -> Result<MemberStatus, ApiError> {
-        self.shared.status().await
+    pub fn status(&self) -> MemberStatus {
+        self.shared.status()
     }
 }
 
@@ -390,22 +410,26 @@ impl<M: StateMachine> Shared<M> {
         }
     }
 
-    fn set_applied(&self, applied: LogIndex, epoch: Epoch) {
+    /// Readers now see the data at `position`, whose rows have `digest`.
+    fn set_applied(&self, position: DataPosition, digest: StateDigest) {
+        let DataPosition { applied, epoch } = position;
+        *self
+            .published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Published { applied, digest };
         self.applied.store(applied, Ordering::Release);
         self.data_epoch.store(epoch, Ordering::Release);
         self.metrics.applied.set(applied as i64);
         self.progress.send_modify(|n| *n += 1);
     }
 
-    async fn status(&self) -> Result<MemberStatus, ApiError> {
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(WriterOp::Digest { reply })
-            .await
-            .map_err(|_| writer_gone())?;
-        let (applied, digest) = answer.await.map_err(|_| writer_gone())?;
+    fn status(&self) -> MemberStatus {
+        let published = *self
+            .published
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let core = self.lock_core();
-        Ok(MemberStatus {
+        MemberStatus {
             role: self.config.tier,
             ordinal: self.config.ordinal,
             pid: std::process::id(),
@@ -415,11 +439,45 @@ impl<M: StateMachine> Shared<M> {
             primary: core.phase() == Phase::Leading,
             phase: core.phase(),
             epoch: core.topology().epoch,
-            applied_index: applied,
-            digest,
+            applied_index: published.applied,
+            digest: published.digest.to_string(),
             incarnation: core.incarnation(),
-        })
+        }
     }
+
+    /// Recomputes the digest from the rows on disk, in one read transaction
+    /// of its own connection (WAL: it never blocks the writer, nor the
+    /// writer it), next to the index and digest kept in the same snapshot.
+    async fn verify(&self) -> Result<Verification, ApiError> {
+        let path = self.database.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = store::open_reader(&path)?;
+            let tx = conn.transaction()?;
+            let position = store::read_position(&tx)?;
+            let kept = store::read_digest(&tx)?.unwrap_or_default();
+            let rows = M::digest_rows(&tx)?;
+            Ok::<_, rusqlite::Error>(Verification {
+                applied_index: position.applied,
+                digest: kept.to_string(),
+                rows_digest: rows.to_string(),
+            })
+        })
+        .await
+        .map_err(|error| ApiError::Internal(format!("the verification task failed: {error}")))?
+        .map_err(|error| ApiError::Internal(format!("reading the database failed: {error}")))
+    }
+}
+
+/// The digest of a database just opened: the one it keeps, or for a
+/// database written before the digest was kept (or just seeded), the one
+/// computed from its rows, kept from now on.
+fn opened_digest<M: StateMachine>(tx: &rusqlite::Transaction) -> rusqlite::Result<StateDigest> {
+    if let Some(digest) = store::read_digest(tx)? {
+        return Ok(digest);
+    }
+    let digest = M::digest_rows(tx)?;
+    store::write_digest(tx, digest)?;
+    Ok(digest)
 }
 
 fn writer_gone() -> ApiError {

@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use super::messages::{
     Done, JoinRequest, MemberError, MemberStatus, ReplicateAck, ReplicateRequest, SnapshotRequest,
-    SnapshotResponse,
+    SnapshotResponse, Verification,
 };
 use super::writer::WriterOp;
 use super::{GAP_WAIT, Shared, membership, writer_gone};
@@ -30,6 +30,7 @@ pub(super) fn router<M: StateMachine>(shared: Arc<Shared<M>>, token: PeerToken) 
         .route("/peer/shutdown", post(shutdown::<M>))
         .route("/peer/recover", post(recover::<M>))
         .route("/peer/status", get(status::<M>))
+        .route("/peer/verify", get(verify::<M>))
         .with_state(shared)
         .layer(middleware::from_fn_with_state(token, require_token))
 }
@@ -134,8 +135,12 @@ async fn recover<M: StateMachine>(State(shared): State<Arc<Shared<M>>>) -> Json<
     Json(Done { ok: true })
 }
 
-async fn status<M: StateMachine>(
+async fn status<M: StateMachine>(State(shared): State<Arc<Shared<M>>>) -> Json<MemberStatus> {
+    Json(shared.status())
+}
+
+async fn verify<M: StateMachine>(
     State(shared): State<Arc<Shared<M>>>,
-) -> Result<Json<MemberStatus>, MemberError> {
-    Ok(Json(shared.status().await?))
+) -> Result<Json<Verification>, MemberError> {
+    Ok(Json(shared.verify().await?))
 }

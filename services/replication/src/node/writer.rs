@@ -25,7 +25,7 @@ use super::state::{
     SnapshotGrant, Target,
 };
 use super::{CommitHook, MAX_BATCH, Shared, writer_gone};
-use crate::store::{self, DataPosition, StateMachine};
+use crate::store::{self, DataPosition, StateDigest, StateMachine};
 use crate::topology::{AlterInSync, LogIndex};
 
 type Reply<T> = oneshot::Sender<Result<T, MemberError>>;
@@ -65,10 +65,6 @@ pub(super) enum WriterOp<M: StateMachine> {
         request: JoinRequest,
         reply: Reply<()>,
     },
-    /// The applied index and a digest of the state at it.
-    Digest {
-        reply: oneshot::Sender<(LogIndex, String)>,
-    },
 }
 
 /// What one batch carries: the writes gathered for it (group commit) and
@@ -98,10 +94,12 @@ impl<M: StateMachine> Round<M> {
     }
 }
 
-/// The database and the working state; only the writer touches them.
+/// The database, the working state and the digest of its rows; only the
+/// writer touches them.
 struct Db<M> {
     conn: Connection,
     machine: M,
+    digest: StateDigest,
 }
 
 pub(super) struct Writer<M: StateMachine> {
@@ -117,13 +115,18 @@ impl<M: StateMachine> Writer<M> {
         conn: Connection,
         machine: M,
         position: DataPosition,
+        digest: StateDigest,
         ops: mpsc::Receiver<WriterOp<M>>,
         on_commit: CommitHook<M>,
     ) {
         let config = shared.config.clone();
         let writer = Self {
             shared,
-            db: Arc::new(Mutex::new(Db { conn, machine })),
+            db: Arc::new(Mutex::new(Db {
+                conn,
+                machine,
+                digest,
+            })),
             position,
             on_commit,
         };
@@ -173,10 +176,6 @@ impl<M: StateMachine> Writer<M> {
                 }
                 WriterOp::Join { request, reply } => {
                     let _ = reply.send(self.admit(request).await);
-                }
-                WriterOp::Digest { reply } => {
-                    let digest = self.with_db(|db| store::digest(&db.machine.snapshot()));
-                    let _ = reply.send((self.position.applied, digest));
                 }
             }
             if next.is_none() {
@@ -243,9 +242,11 @@ impl<M: StateMachine> Writer<M> {
         };
         let local = async {
             if writes_anything {
-                apply_batch(self.db.clone(), request.clone(), position, false).await
+                apply_batch(self.db.clone(), request.clone(), position, false)
+                    .await
+                    .map(Some)
             } else {
-                Ok(Vec::new())
+                Ok(None)
             }
         };
         let remote = replicate(
@@ -261,22 +262,26 @@ impl<M: StateMachine> Writer<M> {
             }
         };
         let (local, remote, ()) = tokio::join!(local, remote, hook);
-        let outputs = match local {
-            Ok(outputs) => outputs,
+        let applied = match local {
+            Ok(applied) => applied,
             Err(error) => fatal_storage_error(&self.shared.config, &error),
         };
         self.position = position;
         let outcome = self.settle_replication(remote, &leadership).await;
-        if writes_anything {
-            // Readers see the batch only now: it is durable on every in-sync
-            // member (or, on failure, at least committed here and never
-            // answered). The index readers get moves only after the view: a
-            // read must never pair the new index with the old state, or the
-            // cache could take that old state as being as new as the batch's
-            // invalidation.
-            self.with_db(|db| db.machine.publish());
-            self.shared.set_applied(position.applied, position.epoch);
-        }
+        let outputs = match applied {
+            None => Vec::new(),
+            Some(Applied { outputs, digest }) => {
+                // Readers see the batch only now: it is durable on every in-sync
+                // member (or, on failure, at least committed here and never
+                // answered). The index readers get moves only after the view: a
+                // read must never pair the new index with the old state, or the
+                // cache could take that old state as being as new as the batch's
+                // invalidation.
+                self.with_db(|db| db.machine.publish());
+                self.shared.set_applied(position, digest);
+                outputs
+            }
+        };
         match &outcome {
             Ok(()) => {
                 for (reply, output) in replies.into_iter().zip(outputs) {
@@ -416,11 +421,12 @@ impl<M: StateMachine> Writer<M> {
             entries: fresh,
         });
         let position = self.next_position(&batch, request.epoch);
-        if let Err(error) = apply_batch(self.db.clone(), batch, position, true).await {
-            fatal_storage_error(&self.shared.config, &error);
-        }
+        let digest = match apply_batch(self.db.clone(), batch, position, true).await {
+            Ok(applied) => applied.digest,
+            Err(error) => fatal_storage_error(&self.shared.config, &error),
+        };
         self.position = position;
-        self.shared.set_applied(position.applied, position.epoch);
+        self.shared.set_applied(position, digest);
         Ok(ReplicateAck {
             applied: position.applied,
         })
@@ -440,7 +446,7 @@ impl<M: StateMachine> Writer<M> {
                 self.position.applied,
             )
         })?;
-        let snapshot = self.with_db(|db| db.machine.snapshot());
+        let (snapshot, digest) = self.with_db(|db| (db.machine.snapshot(), db.digest));
         tracing::info!(
             learner = ordinal,
             index = self.position.applied,
@@ -452,6 +458,7 @@ impl<M: StateMachine> Writer<M> {
             leader_incarnation: grant.primary.incarnation,
             index: self.position.applied,
             snapshot,
+            digest: Some(digest.to_string()),
         })
     }
 
@@ -474,21 +481,38 @@ impl<M: StateMachine> Writer<M> {
         };
         let db = self.db.clone();
         let snapshot = response.snapshot;
-        tokio::task::spawn_blocking(move || {
+        let primary_digest = response.digest;
+        let digest = tokio::task::spawn_blocking(move || {
             let mut db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let Db { conn, machine } = &mut *db;
-            let tx = conn.transaction()?;
-            machine.restore(&tx, snapshot)?;
-            store::write_position(&tx, position)?;
-            tx.commit()?;
+            let Db { conn, machine, .. } = &mut *db;
+            let tx = conn.transaction().map_err(RestoreError::Storage)?;
+            let mut digest = StateDigest::default();
+            machine
+                .restore(&tx, snapshot, &mut digest)
+                .map_err(RestoreError::Storage)?;
+            // Rows that differ from the primary's (a bug on either side, or
+            // a snapshot damaged on the way) must not become a replica's:
+            // roll back and leave the member to resync again.
+            if let Some(expected) = primary_digest
+                && expected != digest.to_string()
+            {
+                return Err(RestoreError::DigestMismatch {
+                    expected,
+                    restored: digest.to_string(),
+                });
+            }
+            store::write_position(&tx, position).map_err(RestoreError::Storage)?;
+            store::write_digest(&tx, digest).map_err(RestoreError::Storage)?;
+            tx.commit().map_err(RestoreError::Storage)?;
             machine.publish();
-            Ok::<_, rusqlite::Error>(())
+            db.digest = digest;
+            Ok(digest)
         })
         .await
         .map_err(|_| writer_gone())?
         .map_err(|error| ApiError::Internal(format!("restoring the snapshot failed: {error}")))?;
         self.position = position;
-        self.shared.set_applied(position.applied, position.epoch);
+        self.shared.set_applied(position, digest);
         self.shared.with_core(|core| core.snapshot_installed(grant));
         Ok(())
     }
@@ -521,29 +545,58 @@ impl<M: StateMachine> Writer<M> {
     }
 }
 
+/// What applying a batch gave: each write's output, and the digest of the
+/// rows after it.
+struct Applied<O> {
+    outputs: Vec<O>,
+    digest: StateDigest,
+}
+
+/// Why a snapshot was not installed.
+#[derive(Debug, thiserror::Error)]
+enum RestoreError {
+    #[error(transparent)]
+    Storage(rusqlite::Error),
+    #[error("the restored rows have digest {restored}, the primary's have {expected}")]
+    DigestMismatch { expected: String, restored: String },
+}
+
 /// Applies a batch to the database in one transaction (one fsync), on the
-/// blocking pool; `publish` makes it visible to readers at once (replicas).
+/// blocking pool, with the digest of the rows after it in the same
+/// transaction; `publish` makes it visible to readers at once (replicas).
 async fn apply_batch<M: StateMachine>(
     db: Arc<Mutex<Db<M>>>,
     request: Arc<ReplicateRequest<M::Command>>,
     position: DataPosition,
     publish: bool,
-) -> Result<Vec<M::Output>, rusqlite::Error> {
+) -> Result<Applied<M::Output>, rusqlite::Error> {
     tokio::task::spawn_blocking(move || {
         let mut db = db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let Db { conn, machine } = &mut *db;
+        let Db {
+            conn,
+            machine,
+            digest,
+        } = &mut *db;
         let tx = conn.transaction()?;
+        // Changed on a copy: a failed batch exits the member, but even so
+        // the digest kept must never describe rows that were not committed.
+        let mut next = *digest;
         let outputs = request
             .entries
             .iter()
-            .map(|entry| machine.apply(&tx, &entry.command))
+            .map(|entry| machine.apply(&tx, &entry.command, &mut next))
             .collect::<Result<Vec<_>, _>>()?;
         store::write_position(&tx, position)?;
+        store::write_digest(&tx, next)?;
         tx.commit()?;
+        *digest = next;
         if publish {
             machine.publish();
         }
-        Ok(outputs)
+        Ok(Applied {
+            outputs,
+            digest: next,
+        })
     })
     .await
     .unwrap_or_else(|join_error| panic!("the storage task panicked: {join_error}"))
