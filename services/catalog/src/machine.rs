@@ -1,6 +1,10 @@
 //! The catalog's replicated state: books with their stock and cost, and the
 //! outcome of every stock change by request id (so a retried buy takes stock
 //! once). Commands are atomic and deterministic.
+//!
+//! The books are held in memory (every lookup reads them); the outcomes,
+//! one per buy ever made, live in SQLite only, so memory does not grow with
+//! the number of buys.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, RwLock};
@@ -123,11 +127,33 @@ fn book_row(book: &Book) -> (ItemNumber, &str, &str, u64, u64) {
     )
 }
 
+/// Every request outcome on disk, by request id.
+fn read_requests(conn: &Connection) -> rusqlite::Result<Vec<(String, CatalogOutput)>> {
+    let mut requests =
+        conn.prepare("SELECT request_id, output FROM requests ORDER BY request_id")?;
+    requests
+        .query_map([], |row| {
+            Ok((row.get::<_, String>(0)?, output_of_json(row, 1)?))
+        })?
+        .collect()
+}
+
+/// An outcome as `requests` stores it: JSON text.
+fn output_of_json(row: &rusqlite::Row, column: usize) -> rusqlite::Result<CatalogOutput> {
+    let json: String = row.get(column)?;
+    serde_json::from_str(&json).map_err(|error| {
+        rusqlite::Error::FromSqlConversionFailure(
+            column,
+            rusqlite::types::Type::Text,
+            Box::new(error),
+        )
+    })
+}
+
 /// The catalog state machine.
 pub struct CatalogMachine {
     inventory: Vec<Book>,
     books: BTreeMap<ItemNumber, Book>,
-    requests: BTreeMap<String, CatalogOutput>,
     dirty: BTreeSet<ItemNumber>,
     view: Arc<CatalogView>,
 }
@@ -138,7 +164,6 @@ impl CatalogMachine {
         Self {
             inventory,
             books: BTreeMap::new(),
-            requests: BTreeMap::new(),
             dirty: BTreeSet::new(),
             view: Arc::default(),
         }
@@ -180,6 +205,13 @@ impl CatalogMachine {
         tx.prepare_cached("INSERT OR REPLACE INTO requests (request_id, output) VALUES (?1, ?2)")?
             .execute(params![request_id, json])?;
         Ok(())
+    }
+
+    /// The first outcome of `request_id`, if it was applied before.
+    fn outcome_of(tx: &Transaction, request_id: &str) -> rusqlite::Result<Option<CatalogOutput>> {
+        tx.prepare_cached("SELECT output FROM requests WHERE request_id = ?1")?
+            .query_row([request_id], |row| output_of_json(row, 0))
+            .optional()
     }
 
     fn adjust(&mut self, item_number: ItemNumber, delta: i64) -> CatalogOutput {
@@ -245,16 +277,6 @@ impl StateMachine for CatalogMachine {
             })?
             .map(|book| book.map(|b| (b.item_number, b)))
             .collect::<rusqlite::Result<_>>()?;
-        let mut requests = tx.prepare("SELECT request_id, output FROM requests")?;
-        self.requests = requests
-            .query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-            })?
-            .filter_map(|pair| {
-                let (id, json) = pair.ok()?;
-                Some((id, serde_json::from_str(&json).ok()?))
-            })
-            .collect();
         self.dirty = self.books.keys().copied().collect();
         Ok(())
     }
@@ -266,9 +288,9 @@ impl StateMachine for CatalogMachine {
         digest: &mut StateDigest,
     ) -> rusqlite::Result<CatalogOutput> {
         if let CatalogCommand::AdjustStock { request_id, .. } = command
-            && let Some(first) = self.requests.get(request_id)
+            && let Some(first) = Self::outcome_of(tx, request_id)?
         {
-            return Ok(first.clone());
+            return Ok(first);
         }
         let item = command.item_number();
         if let Some(book) = self.books.get(&item) {
@@ -283,7 +305,6 @@ impl StateMachine for CatalogMachine {
                 let output = self.adjust(*item_number, *delta);
                 Self::save_request(tx, request_id, &output)?;
                 digest.add(REQUESTS, &(request_id, &output));
-                self.requests.insert(request_id.clone(), output.clone());
                 output
             }
             CatalogCommand::SetCost { item_number, cost } => {
@@ -309,11 +330,11 @@ impl StateMachine for CatalogMachine {
         Ok(output)
     }
 
-    fn snapshot(&self) -> CatalogSnapshot {
-        CatalogSnapshot {
+    fn snapshot(&self, conn: &Connection) -> rusqlite::Result<CatalogSnapshot> {
+        Ok(CatalogSnapshot {
             books: self.books.values().map(details).collect(),
-            requests: self.requests.clone(),
-        }
+            requests: read_requests(conn)?.into_iter().collect(),
+        })
     }
 
     fn restore(
@@ -345,7 +366,6 @@ impl StateMachine for CatalogMachine {
             Self::save_request(tx, id, output)?;
             digest.add(REQUESTS, &(id, output));
         }
-        self.requests = snapshot.requests;
         // Books that vanished must vanish from the view too: rebuild it whole.
         *self.view.inner.write().unwrap_or_else(|p| p.into_inner()) = Books::default();
         self.dirty = self.books.keys().copied().collect();
@@ -370,15 +390,7 @@ impl StateMachine for CatalogMachine {
         let requests = StateDigest::of_rows(
             REQUESTS,
             requests.query_map([], |row| {
-                let output: String = row.get(1)?;
-                let output: CatalogOutput = serde_json::from_str(&output).map_err(|error| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        1,
-                        rusqlite::types::Type::Text,
-                        Box::new(error),
-                    )
-                })?;
-                Ok((row.get::<_, String>(0)?, output))
+                Ok((row.get::<_, String>(0)?, output_of_json(row, 1)?))
             })?,
         )?;
         Ok(books.combine(requests))
@@ -480,6 +492,33 @@ mod tests {
     }
 
     #[test]
+    fn a_request_applied_before_a_restart_is_still_applied_once() {
+        // The outcomes live on disk only: a reopened machine still knows them.
+        let dir = std::env::temp_dir().join(format!("bookstore-catalog-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("catalog.db");
+        let books = inventory::parse("init,1,3,10,ds,A").expect("valid");
+        let mut outputs = Vec::new();
+        for _ in 0..2 {
+            let mut conn = bookstore_replication::store::open(&path).expect("open");
+            let mut m = CatalogMachine::new(books.clone());
+            let tx = conn.transaction().expect("tx");
+            m.open(&tx).expect("open");
+            tx.commit().expect("commit");
+            outputs.push(apply(&mut m, &mut conn, buy(1, "once")));
+        }
+        assert_eq!(outputs[0], outputs[1]);
+        assert_eq!(
+            outputs[1],
+            CatalogOutput::Adjusted {
+                item_number: 1,
+                stock: 2
+            }
+        );
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
     fn writes_are_visible_to_readers_only_after_publish() {
         let (mut m, mut conn) = machine_with_db();
         apply(&mut m, &mut conn, buy(1, "x"));
@@ -527,11 +566,10 @@ mod tests {
         apply(&mut m, &mut conn, buy(1, "r1"));
         let (mut other, mut other_conn) = machine_with_db();
         apply(&mut other, &mut other_conn, buy(3, "divergent"));
+        let snapshot = m.snapshot(&conn).expect("snapshot");
         let tx = other_conn.transaction().expect("tx");
         let mut digest = StateDigest::default();
-        other
-            .restore(&tx, m.snapshot(), &mut digest)
-            .expect("restore");
+        other.restore(&tx, snapshot, &mut digest).expect("restore");
         tx.commit().expect("commit");
         other.publish();
         let rows = CatalogMachine::digest_rows(&conn).expect("digest");

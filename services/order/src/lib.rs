@@ -137,7 +137,9 @@ async fn order(
         ))
     })?;
     let (_, order) = service.node.read(|view| view.get(order_number))?;
-    let order = order.ok_or_else(|| ApiError::NotFound(format!("no order {order_number}")))?;
+    let order = order
+        .map_err(storage_error)?
+        .ok_or_else(|| ApiError::NotFound(format!("no order {order_number}")))?;
     Ok(Json(Envelope { result: order }))
 }
 
@@ -148,7 +150,7 @@ impl OrderService {
         item_number: u64,
         request_id: String,
     ) -> Result<BuyResponse, ApiError> {
-        if let Ok((_, Some(order))) = self.node.read(|view| view.by_request(&request_id)) {
+        if let Ok((_, Ok(Some(order)))) = self.node.read(|view| view.by_request(&request_id)) {
             return Ok(success(order));
         }
         let taken = retry::while_unavailable(FAILOVER_RETRY_BUDGET, &self.shutdown, || {
@@ -223,4 +225,10 @@ fn success(order: Order) -> BuyResponse {
         result: BuyResult::Success,
         order_number: Some(order.order_number),
     }
+}
+
+/// A read of the order database that failed (the member's disk): a 500
+/// with what SQLite said.
+fn storage_error(error: rusqlite::Error) -> ApiError {
+    ApiError::Internal(format!("reading the orders failed: {error}"))
 }

@@ -1,13 +1,18 @@
 //! The order tier's replicated state: an append-only list of orders, each
 //! with its number and the request id of the buy that made it (so a retried
 //! buy records one order).
+//!
+//! The orders live in SQLite only: the machine keeps the next order number,
+//! and readers query the database through a pool of read connections. So a
+//! member's memory does not grow with the number of orders, however long
+//! the store sells.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bookstore_core::api::{ItemNumber, Order, OrderNumber};
-use bookstore_replication::store::{StateDigest, StateMachine};
-use rusqlite::{Connection, Transaction, params};
+use bookstore_replication::store::{ReadPool, StateDigest, StateMachine};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 /// A write to the order log.
@@ -22,36 +27,40 @@ pub enum OrderCommand {
     },
 }
 
-/// What readers see.
-#[derive(Debug, Default)]
+/// What readers see: the orders on disk up to the last published one. The
+/// primary commits a batch before its replicas have it, so a reader must
+/// not see an order above that bound (it could still be lost); orders are
+/// numbered in sequence, so one number is the whole overlay.
+#[derive(Default)]
 pub struct OrderView {
-    inner: RwLock<Orders>,
-}
-
-#[derive(Debug, Default)]
-struct Orders {
-    by_number: BTreeMap<OrderNumber, Order>,
-    by_request: BTreeMap<String, OrderNumber>,
+    reads: ReadPool,
+    published: AtomicU64,
 }
 
 impl OrderView {
-    pub fn get(&self, order_number: OrderNumber) -> Option<Order> {
-        let orders = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        orders.by_number.get(&order_number).cloned()
+    pub fn get(&self, order_number: OrderNumber) -> rusqlite::Result<Option<Order>> {
+        self.query(
+            "SELECT order_number, item_number, request_id FROM orders
+             WHERE order_number = ?1 AND order_number <= ?2",
+            order_number as i64,
+        )
     }
 
-    pub fn by_request(&self, request_id: &str) -> Option<Order> {
-        let orders = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let number = orders.by_request.get(request_id)?;
-        orders.by_number.get(number).cloned()
+    pub fn by_request(&self, request_id: &str) -> rusqlite::Result<Option<Order>> {
+        self.query(
+            "SELECT order_number, item_number, request_id FROM orders
+             WHERE request_id = ?1 AND order_number <= ?2",
+            request_id,
+        )
     }
 
-    pub fn count(&self) -> usize {
-        self.inner
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .by_number
-            .len()
+    fn query(&self, sql: &str, key: impl rusqlite::ToSql) -> rusqlite::Result<Option<Order>> {
+        let published = self.published.load(Ordering::Acquire) as i64;
+        self.reads.read(|conn| {
+            conn.prepare_cached(sql)?
+                .query_row(params![key, published], order_of_row)
+                .optional()
+        })
     }
 }
 
@@ -65,25 +74,25 @@ pub struct OrderSnapshot {
 /// the [`Order`] itself.
 const ORDERS: &str = "orders";
 
+fn order_of_row(row: &Row) -> rusqlite::Result<Order> {
+    Ok(Order {
+        order_number: row.get::<_, i64>(0)? as u64,
+        item_number: row.get::<_, i64>(1)? as u64,
+        request_id: row.get(2)?,
+    })
+}
+
 /// The order state machine.
 #[derive(Default)]
 pub struct OrderMachine {
-    orders: BTreeMap<OrderNumber, Order>,
-    by_request: BTreeMap<String, OrderNumber>,
-    unpublished: BTreeSet<OrderNumber>,
+    /// The number of the last order written (0: none yet).
+    last: OrderNumber,
     view: Arc<OrderView>,
 }
 
 impl OrderMachine {
     pub fn new() -> Self {
         Self::default()
-    }
-
-    fn insert(&mut self, order: Order) {
-        self.by_request
-            .insert(order.request_id.clone(), order.order_number);
-        self.unpublished.insert(order.order_number);
-        self.orders.insert(order.order_number, order);
     }
 
     fn save(tx: &Transaction, order: &Order) -> rusqlite::Result<()> {
@@ -96,6 +105,15 @@ impl OrderMachine {
             order.request_id
         ])?;
         Ok(())
+    }
+
+    fn last_order(conn: &Connection) -> rusqlite::Result<OrderNumber> {
+        conn.query_row(
+            "SELECT COALESCE(MAX(order_number), 0) FROM orders",
+            [],
+            |row| row.get::<_, i64>(0),
+        )
+        .map(|n| n as u64)
     }
 }
 
@@ -113,19 +131,8 @@ impl StateMachine for OrderMachine {
                 request_id TEXT NOT NULL UNIQUE
              );",
         )?;
-        let mut statement =
-            tx.prepare("SELECT order_number, item_number, request_id FROM orders")?;
-        let orders = statement
-            .query_map([], |row| {
-                Ok(Order {
-                    order_number: row.get::<_, i64>(0)? as u64,
-                    item_number: row.get::<_, i64>(1)? as u64,
-                    request_id: row.get(2)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        orders.into_iter().for_each(|order| self.insert(order));
-        Ok(())
+        self.last = Self::last_order(tx)?;
+        self.view.reads.bind(tx)
     }
 
     fn apply(
@@ -138,28 +145,34 @@ impl StateMachine for OrderMachine {
             request_id,
             item_number,
         } = command;
-        if let Some(existing) = self
-            .by_request
-            .get(request_id)
-            .and_then(|n| self.orders.get(n))
-        {
-            return Ok(existing.clone());
+        let existing = tx
+            .prepare_cached(
+                "SELECT order_number, item_number, request_id FROM orders WHERE request_id = ?1",
+            )?
+            .query_row([request_id], order_of_row)
+            .optional()?;
+        if let Some(existing) = existing {
+            return Ok(existing);
         }
         let order = Order {
-            order_number: self.orders.last_key_value().map_or(1, |(n, _)| n + 1),
+            order_number: self.last + 1,
             item_number: *item_number,
             request_id: request_id.clone(),
         };
         Self::save(tx, &order)?;
         digest.add(ORDERS, &order);
-        self.insert(order.clone());
+        self.last = order.order_number;
         Ok(order)
     }
 
-    fn snapshot(&self) -> OrderSnapshot {
-        OrderSnapshot {
-            orders: self.orders.values().cloned().collect(),
-        }
+    fn snapshot(&self, conn: &Connection) -> rusqlite::Result<OrderSnapshot> {
+        let mut statement = conn.prepare(
+            "SELECT order_number, item_number, request_id FROM orders ORDER BY order_number",
+        )?;
+        let orders = statement
+            .query_map([], order_of_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(OrderSnapshot { orders })
     }
 
     fn restore(
@@ -169,41 +182,23 @@ impl StateMachine for OrderMachine {
         digest: &mut StateDigest,
     ) -> rusqlite::Result<()> {
         tx.execute_batch("DELETE FROM orders;")?;
-        self.orders.clear();
-        self.by_request.clear();
-        *self.view.inner.write().unwrap_or_else(|p| p.into_inner()) = Orders::default();
-        for order in snapshot.orders {
-            Self::save(tx, &order)?;
-            digest.add(ORDERS, &order);
-            self.insert(order);
+        for order in &snapshot.orders {
+            Self::save(tx, order)?;
+            digest.add(ORDERS, order);
         }
+        self.last = Self::last_order(tx)?;
         Ok(())
     }
 
     fn digest_rows(conn: &Connection) -> rusqlite::Result<StateDigest> {
         let mut orders =
             conn.prepare("SELECT order_number, item_number, request_id FROM orders")?;
-        let rows = orders.query_map([], |row| {
-            Ok(Order {
-                order_number: row.get::<_, i64>(0)? as u64,
-                item_number: row.get::<_, i64>(1)? as u64,
-                request_id: row.get(2)?,
-            })
-        })?;
+        let rows = orders.query_map([], order_of_row)?;
         StateDigest::of_rows(ORDERS, rows)
     }
 
     fn publish(&mut self) {
-        if self.unpublished.is_empty() {
-            return;
-        }
-        let mut view = self.view.inner.write().unwrap_or_else(|p| p.into_inner());
-        for number in std::mem::take(&mut self.unpublished) {
-            if let Some(order) = self.orders.get(&number) {
-                view.by_request.insert(order.request_id.clone(), number);
-                view.by_number.insert(number, order.clone());
-            }
-        }
+        self.view.published.store(self.last, Ordering::Release);
     }
 
     fn view(&self) -> Arc<OrderView> {
@@ -230,41 +225,108 @@ mod tests {
         order
     }
 
-    fn open() -> (OrderMachine, rusqlite::Connection) {
-        let mut conn = rusqlite::Connection::open_in_memory().expect("db");
-        let mut m = OrderMachine::new();
+    /// A machine on a database file of its own (readers need a file),
+    /// removed when the test ends.
+    struct Opened {
+        machine: OrderMachine,
+        conn: rusqlite::Connection,
+        dir: std::path::PathBuf,
+    }
+
+    impl Drop for Opened {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn open() -> Opened {
+        let dir = std::env::temp_dir().join(format!("bookstore-orders-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut conn = bookstore_replication::store::open(&dir.join("order.db")).expect("db");
+        let mut machine = OrderMachine::new();
         let tx = conn.transaction().expect("tx");
-        m.open(&tx).expect("open");
+        machine.open(&tx).expect("open");
         tx.commit().expect("commit");
-        (m, conn)
+        Opened { machine, conn, dir }
+    }
+
+    fn read(view: &OrderView, order_number: OrderNumber) -> Option<Order> {
+        view.get(order_number).expect("read")
     }
 
     #[test]
     fn orders_are_numbered_in_sequence_and_retries_record_once() {
-        let (mut m, mut conn) = open();
-        assert_eq!(record(&mut m, &mut conn, "a", 1).order_number, 1);
-        assert_eq!(record(&mut m, &mut conn, "b", 2).order_number, 2);
-        assert_eq!(record(&mut m, &mut conn, "a", 1).order_number, 1);
+        let Opened {
+            machine: ref mut m,
+            ref mut conn,
+            ..
+        } = open();
+        assert_eq!(record(m, conn, "a", 1).order_number, 1);
+        assert_eq!(record(m, conn, "b", 2).order_number, 2);
+        assert_eq!(record(m, conn, "a", 1).order_number, 1);
         m.publish();
-        assert_eq!(m.view().count(), 2);
-        assert_eq!(m.view().by_request("b").expect("order").item_number, 2);
+        assert_eq!(read(&m.view(), 2).expect("order 2").request_id, "b");
+        assert!(read(&m.view(), 3).is_none());
+        let by_request = m.view().by_request("b").expect("read");
+        assert_eq!(by_request.expect("order").item_number, 2);
+    }
+
+    #[test]
+    fn readers_see_no_order_until_it_is_published() {
+        let Opened {
+            machine: ref mut m,
+            ref mut conn,
+            ..
+        } = open();
+        record(m, conn, "a", 1);
+        assert!(read(&m.view(), 1).is_none(), "committed, not yet published");
+        assert!(m.view().by_request("a").expect("read").is_none());
+        m.publish();
+        assert_eq!(read(&m.view(), 1).expect("order").request_id, "a");
+    }
+
+    #[test]
+    fn a_reopened_machine_numbers_on_from_the_last_order() {
+        let Opened {
+            machine: ref mut m,
+            ref mut conn,
+            ref dir,
+        } = open();
+        record(m, conn, "a", 1);
+        record(m, conn, "b", 1);
+        let mut again = bookstore_replication::store::open(&dir.join("order.db")).expect("db");
+        let mut reopened = OrderMachine::new();
+        let tx = again.transaction().expect("tx");
+        reopened.open(&tx).expect("open");
+        tx.commit().expect("commit");
+        assert_eq!(record(&mut reopened, &mut again, "c", 1).order_number, 3);
     }
 
     #[test]
     fn restore_replaces_the_log() {
-        let (mut m, mut conn) = open();
-        record(&mut m, &mut conn, "a", 1);
-        let (mut other, mut other_conn) = open();
-        record(&mut other, &mut other_conn, "divergent", 9);
-        let tx = other_conn.transaction().expect("tx");
+        let mut source = open();
+        record(&mut source.machine, &mut source.conn, "a", 1);
+        let mut target = open();
+        record(&mut target.machine, &mut target.conn, "divergent", 9);
+        let snapshot = source.machine.snapshot(&source.conn).expect("snapshot");
+        let tx = target.conn.transaction().expect("tx");
         let mut digest = StateDigest::default();
-        other
-            .restore(&tx, m.snapshot(), &mut digest)
+        target
+            .machine
+            .restore(&tx, snapshot, &mut digest)
             .expect("restore");
         tx.commit().expect("commit");
-        assert_eq!(digest, OrderMachine::digest_rows(&conn).expect("digest"));
-        other.publish();
-        assert!(other.view().by_request("divergent").is_none());
-        assert_eq!(other.view().get(1).expect("order").request_id, "a");
+        assert_eq!(
+            digest,
+            OrderMachine::digest_rows(&source.conn).expect("digest")
+        );
+        target.machine.publish();
+        let view = target.machine.view();
+        assert!(view.by_request("divergent").expect("read").is_none());
+        assert_eq!(read(&view, 1).expect("order").request_id, "a");
+        assert_eq!(
+            record(&mut target.machine, &mut target.conn, "b", 1).order_number,
+            2
+        );
     }
 }

@@ -47,8 +47,9 @@ pub trait StateMachine: Send + 'static {
         command: &Self::Command,
         digest: &mut StateDigest,
     ) -> rusqlite::Result<Self::Output>;
-    /// The whole working state, for a resync.
-    fn snapshot(&self) -> Self::Snapshot;
+    /// The whole state, for a resync; `conn` is the writer's connection,
+    /// between batches (so the rows on disk are the working state).
+    fn snapshot(&self, conn: &Connection) -> rusqlite::Result<Self::Snapshot>;
     /// Replaces the whole state (tables and working copy) with `snapshot`,
     /// adding every row it writes to `digest` (which starts empty).
     fn restore(
@@ -89,6 +90,78 @@ pub fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
         path,
         rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
+}
+
+/// Read-only connections to one database for readers on any thread (a
+/// `Connection` serves one thread at a time): a read takes an idle one or
+/// opens one, and gives it back. At most [`ReadPool::IDLE`] are kept, each
+/// with SQLite's own bounded page cache, so readers' memory does not grow
+/// with the data.
+pub struct ReadPool {
+    path: std::sync::OnceLock<std::path::PathBuf>,
+    idle: std::sync::Mutex<Vec<Connection>>,
+}
+
+impl Default for ReadPool {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ReadPool {
+    /// Idle connections kept (about one per runtime thread that reads).
+    const IDLE: usize = 4;
+
+    /// A pool not yet bound to a database: reads fail until
+    /// [`ReadPool::bind`] (a machine's view exists before its database is
+    /// opened).
+    pub fn new() -> Self {
+        Self {
+            path: std::sync::OnceLock::new(),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Binds the pool to the database file of `conn`, once.
+    pub fn bind(&self, conn: &Connection) -> rusqlite::Result<()> {
+        let path = conn
+            .path()
+            .filter(|path| !path.is_empty())
+            .ok_or_else(|| rusqlite::Error::InvalidPath("an in-memory database".into()))?;
+        let _ = self.path.set(path.into());
+        Ok(())
+    }
+
+    /// Runs `read` on a connection of the pool (each statement in it sees
+    /// one committed state).
+    pub fn read<R>(
+        &self,
+        read: impl FnOnce(&Connection) -> rusqlite::Result<R>,
+    ) -> rusqlite::Result<R> {
+        let taken = self.lock().pop();
+        let conn = match taken {
+            Some(conn) => conn,
+            None => {
+                let path = self
+                    .path
+                    .get()
+                    .ok_or_else(|| rusqlite::Error::InvalidPath("no database opened yet".into()))?;
+                open_reader(path)?
+            }
+        };
+        let result = read(&conn);
+        let mut idle = self.lock();
+        if idle.len() < Self::IDLE {
+            idle.push(conn);
+        }
+        result
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// Where the data stands: its applied index and the epoch it was written in.

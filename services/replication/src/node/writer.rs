@@ -446,7 +446,11 @@ impl<M: StateMachine> Writer<M> {
                 self.position.applied,
             )
         })?;
-        let (snapshot, digest) = self.with_db(|db| (db.machine.snapshot(), db.digest));
+        let (snapshot, digest) = self.with_db(|db| (db.machine.snapshot(&db.conn), db.digest));
+        // The writer's own database failed to read back: the same as a
+        // failed write (see `fatal_storage_error`).
+        let snapshot =
+            snapshot.unwrap_or_else(|error| fatal_storage_error(&self.shared.config, &error));
         tracing::info!(
             learner = ordinal,
             index = self.position.applied,
