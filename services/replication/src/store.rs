@@ -82,6 +82,47 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// How often the checkpointer copies the WAL into the database file.
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Copies the WAL into the database file on a thread of its own, so no
+/// batch of the writer pays for it. SQLite would otherwise checkpoint inside
+/// the commit that crosses 1000 pages of WAL, and that commit (and every
+/// write waiting for it) would wait for the copy and a second fsync. Call
+/// [`writer_without_checkpoints`] on the writer's connection.
+///
+/// PASSIVE checkpoints never block the writer or readers; once the whole
+/// WAL is copied and no reader uses it, the writer starts it over from the
+/// beginning, so it stays about as large as what the writer adds between
+/// two checkpoints. `conn` is the thread's own connection to the database;
+/// the thread lives as long as the process, like the member's writer.
+pub fn spawn_checkpointer(conn: Connection) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("wal-checkpoint".to_owned())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(CHECKPOINT_INTERVAL);
+                if let Err(error) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+                {
+                    tracing::warn!(%error, "checkpointing the WAL failed; retrying");
+                }
+            }
+        })
+        .map(drop)
+}
+
+/// Turns off the checkpoints SQLite runs inside commits: the
+/// [`spawn_checkpointer`] thread does them. The WAL file is cut back to
+/// [`WAL_SIZE_LIMIT`] when it starts over, so a burst does not keep it large.
+pub fn writer_without_checkpoints(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
+    Ok(())
+}
+
+/// The size (bytes) the WAL file is cut back to when it starts over.
+pub const WAL_SIZE_LIMIT: i64 = 16 * 1024 * 1024;
+
 /// Opens a read-only connection to the database at `path`, for reads off
 /// the writer (WAL: its read transactions see one committed state and never
 /// block the writer).
@@ -349,6 +390,47 @@ mod tests {
             StateDigest::default()
         );
         assert_eq!(digest_of(&[("books", 1)]).to_string().len(), 32);
+    }
+
+    #[test]
+    fn the_checkpointer_copies_the_wal_into_the_database_file_off_the_writer() {
+        let dir = std::env::temp_dir().join(format!("bookstore-wal-{}", fastrand::u64(..)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("test.db");
+        let mut conn = open(&path).expect("open");
+        writer_without_checkpoints(&conn).expect("pragmas");
+        conn.execute_batch("CREATE TABLE rows (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+            .expect("table");
+        // 2,000 pages of rows: past SQLite's own checkpoint threshold (1,000
+        // pages), which the writer must no longer act on.
+        for id in 0..500 {
+            let tx = conn.transaction().expect("tx");
+            tx.execute(
+                "INSERT INTO rows (id, data) VALUES (?1, zeroblob(16384))",
+                [id],
+            )
+            .expect("insert");
+            tx.commit().expect("commit");
+        }
+        let file_size = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        let written: u64 = 500 * 16384;
+        assert!(
+            file_size() < written,
+            "the writer checkpointed by itself: {} bytes",
+            file_size()
+        );
+        spawn_checkpointer(open(&path).expect("open")).expect("thread");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while file_size() < written && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            file_size() >= written,
+            "the rows never reached the database file: {} bytes",
+            file_size()
+        );
+        drop(conn);
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub enum NodeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the WAL checkpoint thread: {0}")]
+    Checkpointer(#[source] std::io::Error),
     #[error("cannot open database {path}: {source}")]
     Database {
         path: String,
@@ -182,6 +184,9 @@ impl<M: StateMachine> Node<M> {
             source,
         };
         let mut conn = store::open(&path).map_err(db_error)?;
+        store::writer_without_checkpoints(&conn).map_err(db_error)?;
+        store::spawn_checkpointer(store::open(&path).map_err(db_error)?)
+            .map_err(NodeError::Checkpointer)?;
         let position = store::read_position(&conn).map_err(db_error)?;
         let tx = conn.transaction().map_err(db_error)?;
         machine.open(&tx).map_err(db_error)?;
