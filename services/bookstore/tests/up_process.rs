@@ -240,11 +240,34 @@ fn member_status(up: &UpProcess, name: &str) -> serde_json::Value {
         .unwrap_or_else(|error| panic!("status of {name}: {error}"))
 }
 
+/// The catalog primary's own answer for one book (its public port).
+fn primary_stock(up: &UpProcess, name: &str, item: u64) -> u64 {
+    let (_, ordinal) = name.split_once('-').expect("a member name like catalog-0");
+    let member = up
+        .cluster
+        .member(
+            bookstore_core::cluster::Role::Catalog,
+            ordinal.parse().expect("an ordinal"),
+        )
+        .expect("a member");
+    let url = member.public_url().expect("a public address");
+    let book: serde_json::Value = reqwest::blocking::Client::new()
+        .get(format!("{url}/query_by_item?item_number={item}"))
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or_else(|error| panic!("lookup on {name}: {error}"));
+    book["value"]["stock"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stock in {book}"))
+}
+
 /// The fault: the primary computed its digest on its writer task, so
 /// `status` queued behind whatever batch the writer held. Here a paused
 /// replica holds a buy's batch (until the primary gives up on it and drops
 /// it from the in-sync set); the primary must answer status meanwhile, with
 /// the index and digest readers see (the held batch is not visible yet).
+/// The primary has committed the batch to its own disk, where readers read:
+/// a lookup there must still show the stock from before it.
 #[test]
 fn status_is_not_held_behind_a_batch_that_a_paused_replica_holds() {
     let dir = TempDir::new("status-held");
@@ -256,6 +279,7 @@ fn status_is_not_held_behind_a_batch_that_a_paused_replica_holds() {
         "catalog-0"
     };
     let before = member_status(&up, &primary);
+    let stock_before = primary_stock(&up, &primary, 2);
 
     up.pause(replica);
     let frontend = up.frontend();
@@ -269,6 +293,7 @@ fn status_is_not_held_behind_a_batch_that_a_paused_replica_holds() {
     // holds it far longer (the primary's replicate timeout).
     std::thread::sleep(Duration::from_millis(300));
     let during = member_status(&up, &primary);
+    let stock_during = primary_stock(&up, &primary, 2);
     let buy_was_pending = !buy.is_finished();
     up.resume(replica);
 
@@ -278,6 +303,7 @@ fn status_is_not_held_behind_a_batch_that_a_paused_replica_holds() {
     );
     assert_eq!(during["applied_index"], before["applied_index"], "{during}");
     assert_eq!(during["digest"], before["digest"], "{during}");
+    assert_eq!(stock_during, stock_before, "a held batch is not readable");
     let bought = buy.join().expect("buyer thread").expect("buy answered");
     assert!(bought["order_number"].is_u64(), "{bought}");
     up.wait_until_settled(Duration::from_secs(60));
@@ -287,6 +313,7 @@ fn status_is_not_held_behind_a_batch_that_a_paused_replica_holds() {
         "{after}"
     );
     assert_ne!(after["digest"], before["digest"], "{after}");
+    assert_eq!(primary_stock(&up, &primary, 2), stock_before - 1);
 }
 
 /// `bookstore status --verify` on a settled store passes: every member's

@@ -36,6 +36,7 @@ use bookstore_replication::node::messages::MemberError;
 use bookstore_replication::node::{
     BoxFuture, CommitHook, Node, NodeConfig, NodeError, PromoteHook,
 };
+use bookstore_replication::store;
 pub use machine::{CatalogCommand, CatalogMachine, CatalogOutput};
 
 /// Attempts to invalidate cache entries before a write is answered anyway:
@@ -113,6 +114,7 @@ async fn query_by_topic(
 ) -> Result<Json<Versioned<Vec<SearchEntry>>>, ApiError> {
     let topic = params::topic(&query)?;
     let (version, value) = node.read(|view| view.search(&topic))?;
+    let value = value.map_err(store::read_failed)?;
     Ok(Json(Versioned { version, value }))
 }
 
@@ -131,8 +133,9 @@ async fn query_by_item(
                 .await?
         }
     };
-    let value =
-        book.ok_or_else(|| ApiError::NotFound(format!("no book with item_number {item_number}")))?;
+    let value = book
+        .map_err(store::read_failed)?
+        .ok_or_else(|| ApiError::NotFound(format!("no book with item_number {item_number}")))?;
     Ok(Json(Versioned { version, value }))
 }
 

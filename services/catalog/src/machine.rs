@@ -2,17 +2,25 @@
 //! outcome of every stock change by request id (so a retried buy takes stock
 //! once). Commands are atomic and deterministic.
 //!
-//! The books are held in memory (every lookup reads them); the outcomes,
-//! one per buy ever made, live in SQLite only, so memory does not grow with
-//! the number of buys.
+//! Everything lives in SQLite only; readers query it through a pool of read
+//! connections, so a member's memory depends on neither the size of the
+//! catalog nor the number of buys. One thing needs care: the primary commits
+//! a batch to its disk before its replicas have it, and readers must not see
+//! it until it is durable on every in-sync member (it could still be lost).
+//! So before a batch changes a book, the machine puts the book's current
+//! row, as readers may see it, in the view's *pending* map; `publish` empties
+//! it. A reader reads the row from disk first and then looks in the pending
+//! map, which wins: if its disk read saw the batch, the batch's before-image
+//! was already pending (it is added before the commit), so it never returns
+//! a row of an unpublished batch.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, RwLock};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bookstore_core::api::{BookDetails, ItemNumber, SearchEntry};
 use bookstore_core::inventory::Book;
-use bookstore_replication::store::{StateDigest, StateMachine};
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use bookstore_replication::store::{ReadPool, StateDigest, StateMachine};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde::{Deserialize, Serialize};
 
 /// A write to the catalog.
@@ -54,55 +62,67 @@ pub enum CatalogOutput {
     UnknownItem { item_number: ItemNumber },
 }
 
-/// What readers see: every book, and the books of each topic.
-#[derive(Debug, Default)]
+/// What readers see: the books on disk, but for the books of a batch not
+/// yet published, which they see as they were before it.
+#[derive(Default)]
 pub struct CatalogView {
-    inner: RwLock<Books>,
-}
-
-#[derive(Debug, Default, Clone)]
-struct Books {
-    by_item: BTreeMap<ItemNumber, Book>,
-    by_topic: BTreeMap<String, Vec<ItemNumber>>,
+    reads: ReadPool,
+    pending: Mutex<HashMap<ItemNumber, BookDetails>>,
 }
 
 impl CatalogView {
-    pub fn lookup(&self, item_number: ItemNumber) -> Option<BookDetails> {
-        let books = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        books.by_item.get(&item_number).map(details)
+    pub fn lookup(&self, item_number: ItemNumber) -> rusqlite::Result<Option<BookDetails>> {
+        let on_disk = self.reads.read(|conn| select_book(conn, item_number))?;
+        // After the disk read, never before it (see the module comment).
+        if let Some(before) = self.pending().get(&item_number) {
+            return Ok(Some(before.clone()));
+        }
+        Ok(on_disk)
     }
 
-    /// The books of `topic` (exact match, as in the original), by item number.
-    pub fn search(&self, topic: &str) -> Vec<SearchEntry> {
-        let books = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        books
-            .by_topic
-            .get(topic)
-            .into_iter()
-            .flatten()
-            .filter_map(|item| books.by_item.get(item))
-            .map(|book| SearchEntry {
-                item_number: book.item_number,
-                title: book.title.clone(),
-            })
+    /// The books of `topic` (exact match, as in the original), by item
+    /// number. Titles and topics never change, so no batch hides them.
+    pub fn search(&self, topic: &str) -> rusqlite::Result<Vec<SearchEntry>> {
+        self.reads.read(|conn| {
+            conn.prepare_cached(
+                "SELECT item_number, title FROM books WHERE topic = ?1 ORDER BY item_number",
+            )?
+            .query_map([topic], |row| {
+                Ok(SearchEntry {
+                    item_number: row.get::<_, i64>(0)? as ItemNumber,
+                    title: row.get(1)?,
+                })
+            })?
             .collect()
+        })
     }
 
-    /// Every book (for status and tests).
-    pub fn all(&self) -> Vec<BookDetails> {
-        let books = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        books.by_item.values().map(details).collect()
+    fn pending(&self) -> MutexGuard<'_, HashMap<ItemNumber, BookDetails>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-fn details(book: &Book) -> BookDetails {
-    BookDetails {
-        item_number: book.item_number,
-        stock: book.stock,
-        cost: book.cost,
-        topic: book.topic.clone(),
-        title: book.title.clone(),
-    }
+const BOOK_COLUMNS: &str = "item_number, title, topic, cost, stock";
+
+fn book_of_row(row: &Row) -> rusqlite::Result<BookDetails> {
+    Ok(BookDetails {
+        item_number: row.get::<_, i64>(0)? as ItemNumber,
+        title: row.get(1)?,
+        topic: row.get(2)?,
+        cost: row.get::<_, i64>(3)? as u64,
+        stock: row.get::<_, i64>(4)? as u64,
+    })
+}
+
+fn select_book(
+    conn: &Connection,
+    item_number: ItemNumber,
+) -> rusqlite::Result<Option<BookDetails>> {
+    conn.prepare_cached(&format!(
+        "SELECT {BOOK_COLUMNS} FROM books WHERE item_number = ?1"
+    ))?
+    .query_row([item_number as i64], book_of_row)
+    .optional()
 }
 
 /// The whole catalog, for a resync.
@@ -117,7 +137,7 @@ const BOOKS: &str = "books";
 const REQUESTS: &str = "requests";
 
 /// A book as its row, for the digest: every column.
-fn book_row(book: &Book) -> (ItemNumber, &str, &str, u64, u64) {
+fn book_row(book: &BookDetails) -> (ItemNumber, &str, &str, u64, u64) {
     (
         book.item_number,
         &book.title,
@@ -139,7 +159,7 @@ fn read_requests(conn: &Connection) -> rusqlite::Result<Vec<(String, CatalogOutp
 }
 
 /// An outcome as `requests` stores it: JSON text.
-fn output_of_json(row: &rusqlite::Row, column: usize) -> rusqlite::Result<CatalogOutput> {
+fn output_of_json(row: &Row, column: usize) -> rusqlite::Result<CatalogOutput> {
     let json: String = row.get(column)?;
     serde_json::from_str(&json).map_err(|error| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -152,9 +172,8 @@ fn output_of_json(row: &rusqlite::Row, column: usize) -> rusqlite::Result<Catalo
 
 /// The catalog state machine.
 pub struct CatalogMachine {
+    /// The books a new database is seeded with; let go once it is open.
     inventory: Vec<Book>,
-    books: BTreeMap<ItemNumber, Book>,
-    dirty: BTreeSet<ItemNumber>,
     view: Arc<CatalogView>,
 }
 
@@ -163,16 +182,14 @@ impl CatalogMachine {
     pub fn new(inventory: Vec<Book>) -> Self {
         Self {
             inventory,
-            books: BTreeMap::new(),
-            dirty: BTreeSet::new(),
             view: Arc::default(),
         }
     }
 
-    fn save_book(tx: &Transaction, book: &Book) -> rusqlite::Result<()> {
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO books (item_number, title, topic, cost, stock) VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
+    fn save_book(tx: &Transaction, book: &BookDetails) -> rusqlite::Result<()> {
+        tx.prepare_cached(&format!(
+            "INSERT OR REPLACE INTO books ({BOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+        ))?
         .execute(params![
             book.item_number as i64,
             book.title,
@@ -185,7 +202,7 @@ impl CatalogMachine {
 
     /// A command changes only stock and cost: update those two in place
     /// (cheaper than replacing the whole row and its text).
-    fn save_stock_and_cost(tx: &Transaction, book: &Book) -> rusqlite::Result<()> {
+    fn save_stock_and_cost(tx: &Transaction, book: &BookDetails) -> rusqlite::Result<()> {
         tx.prepare_cached("UPDATE books SET stock = ?2, cost = ?3 WHERE item_number = ?1")?
             .execute(params![
                 book.item_number as i64,
@@ -214,20 +231,45 @@ impl CatalogMachine {
             .optional()
     }
 
-    fn adjust(&mut self, item_number: ItemNumber, delta: i64) -> CatalogOutput {
-        let Some(book) = self.books.get_mut(&item_number) else {
-            return CatalogOutput::UnknownItem { item_number };
+    /// What `command` does to `book` (`None`: no such book): the outcome, and
+    /// the book's new row if it changed.
+    fn decide(
+        command: &CatalogCommand,
+        book: Option<&BookDetails>,
+    ) -> (CatalogOutput, Option<BookDetails>) {
+        let item_number = command.item_number();
+        let Some(book) = book else {
+            return (CatalogOutput::UnknownItem { item_number }, None);
         };
-        match book.stock.checked_add_signed(delta) {
-            Some(stock) => {
-                book.stock = stock;
-                self.dirty.insert(item_number);
-                CatalogOutput::Adjusted { item_number, stock }
+        match command {
+            CatalogCommand::AdjustStock { delta, .. } => {
+                match book.stock.checked_add_signed(*delta) {
+                    Some(stock) => (
+                        CatalogOutput::Adjusted { item_number, stock },
+                        Some(BookDetails {
+                            stock,
+                            ..book.clone()
+                        }),
+                    ),
+                    None => (
+                        CatalogOutput::Insufficient {
+                            item_number,
+                            stock: book.stock,
+                        },
+                        None,
+                    ),
+                }
             }
-            None => CatalogOutput::Insufficient {
-                item_number,
-                stock: book.stock,
-            },
+            CatalogCommand::SetCost { cost, .. } => (
+                CatalogOutput::CostSet {
+                    item_number,
+                    cost: *cost,
+                },
+                Some(BookDetails {
+                    cost: *cost,
+                    ..book.clone()
+                }),
+            ),
         }
     }
 }
@@ -247,6 +289,7 @@ impl StateMachine for CatalogMachine {
                 cost INTEGER NOT NULL,
                 stock INTEGER NOT NULL CHECK (stock >= 0)
              );
+             CREATE INDEX IF NOT EXISTS books_by_topic ON books (topic, item_number);
              CREATE TABLE IF NOT EXISTS requests (
                 request_id TEXT PRIMARY KEY,
                 output TEXT NOT NULL
@@ -257,28 +300,16 @@ impl StateMachine for CatalogMachine {
                 row.get(0)
             })
             .optional()?;
+        // A new database is seeded with the initial inventory, once; a
+        // restarted member keeps its (sold) stock. Either way the inventory
+        // is not needed again.
+        let inventory = std::mem::take(&mut self.inventory);
         if seeded.is_none() {
-            // A new database: seed the initial inventory, once. A restarted
-            // member keeps its (sold) stock.
-            for book in &self.inventory {
-                Self::save_book(tx, book)?;
+            for book in &inventory {
+                Self::save_book(tx, &details(book))?;
             }
         }
-        let mut books = tx.prepare("SELECT item_number, title, topic, cost, stock FROM books")?;
-        self.books = books
-            .query_map([], |row| {
-                Ok(Book {
-                    item_number: row.get::<_, i64>(0)? as u64,
-                    title: row.get(1)?,
-                    topic: row.get(2)?,
-                    cost: row.get::<_, i64>(3)? as u64,
-                    stock: row.get::<_, i64>(4)? as u64,
-                })
-            })?
-            .map(|book| book.map(|b| (b.item_number, b)))
-            .collect::<rusqlite::Result<_>>()?;
-        self.dirty = self.books.keys().copied().collect();
-        Ok(())
+        self.view.reads.bind(tx)
     }
 
     fn apply(
@@ -292,47 +323,35 @@ impl StateMachine for CatalogMachine {
         {
             return Ok(first);
         }
-        let item = command.item_number();
-        if let Some(book) = self.books.get(&item) {
-            digest.remove(BOOKS, &book_row(book));
+        let before = select_book(tx, command.item_number())?;
+        let (output, after) = Self::decide(command, before.as_ref());
+        if let (Some(before), Some(after)) = (before, after) {
+            digest.remove(BOOKS, &book_row(&before));
+            digest.add(BOOKS, &book_row(&after));
+            Self::save_stock_and_cost(tx, &after)?;
+            // Hidden from readers until published; the first image of a
+            // batch is the one readers may see.
+            self.view
+                .pending()
+                .entry(before.item_number)
+                .or_insert(before);
         }
-        let output = match command {
-            CatalogCommand::AdjustStock {
-                item_number,
-                delta,
-                request_id,
-            } => {
-                let output = self.adjust(*item_number, *delta);
-                Self::save_request(tx, request_id, &output)?;
-                digest.add(REQUESTS, &(request_id, &output));
-                output
-            }
-            CatalogCommand::SetCost { item_number, cost } => {
-                match self.books.get_mut(item_number) {
-                    Some(book) => {
-                        book.cost = *cost;
-                        self.dirty.insert(*item_number);
-                        CatalogOutput::CostSet {
-                            item_number: *item_number,
-                            cost: *cost,
-                        }
-                    }
-                    None => CatalogOutput::UnknownItem {
-                        item_number: *item_number,
-                    },
-                }
-            }
-        };
-        if let Some(book) = self.books.get(&item) {
-            digest.add(BOOKS, &book_row(book));
-            Self::save_stock_and_cost(tx, book)?;
+        if let CatalogCommand::AdjustStock { request_id, .. } = command {
+            Self::save_request(tx, request_id, &output)?;
+            digest.add(REQUESTS, &(request_id, &output));
         }
         Ok(output)
     }
 
     fn snapshot(&self, conn: &Connection) -> rusqlite::Result<CatalogSnapshot> {
+        let mut books = conn.prepare(&format!(
+            "SELECT {BOOK_COLUMNS} FROM books ORDER BY item_number"
+        ))?;
+        let books = books
+            .query_map([], book_of_row)?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(CatalogSnapshot {
-            books: self.books.values().map(details).collect(),
+            books,
             requests: read_requests(conn)?.into_iter().collect(),
         })
     }
@@ -344,21 +363,7 @@ impl StateMachine for CatalogMachine {
         digest: &mut StateDigest,
     ) -> rusqlite::Result<()> {
         tx.execute_batch("DELETE FROM books; DELETE FROM requests;")?;
-        self.books = snapshot
-            .books
-            .into_iter()
-            .map(|b| {
-                let book = Book {
-                    item_number: b.item_number,
-                    stock: b.stock,
-                    cost: b.cost,
-                    topic: b.topic,
-                    title: b.title,
-                };
-                (book.item_number, book)
-            })
-            .collect();
-        for book in self.books.values() {
+        for book in &snapshot.books {
             Self::save_book(tx, book)?;
             digest.add(BOOKS, &book_row(book));
         }
@@ -366,26 +371,15 @@ impl StateMachine for CatalogMachine {
             Self::save_request(tx, id, output)?;
             digest.add(REQUESTS, &(id, output));
         }
-        // Books that vanished must vanish from the view too: rebuild it whole.
-        *self.view.inner.write().unwrap_or_else(|p| p.into_inner()) = Books::default();
-        self.dirty = self.books.keys().copied().collect();
         Ok(())
     }
 
     fn digest_rows(conn: &Connection) -> rusqlite::Result<StateDigest> {
-        let mut books = conn.prepare("SELECT item_number, title, topic, cost, stock FROM books")?;
-        let books = StateDigest::of_rows(
-            BOOKS,
-            books.query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)? as ItemNumber,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, String>(2)?,
-                    row.get::<_, i64>(3)? as u64,
-                    row.get::<_, i64>(4)? as u64,
-                ))
-            })?,
-        )?;
+        let mut books = StateDigest::default();
+        let mut rows = conn.prepare(&format!("SELECT {BOOK_COLUMNS} FROM books"))?;
+        for book in rows.query_map([], book_of_row)? {
+            books.add(BOOKS, &book_row(&book?));
+        }
         let mut requests = conn.prepare("SELECT request_id, output FROM requests")?;
         let requests = StateDigest::of_rows(
             REQUESTS,
@@ -397,25 +391,21 @@ impl StateMachine for CatalogMachine {
     }
 
     fn publish(&mut self) {
-        if self.dirty.is_empty() {
-            return;
-        }
-        let mut view = self.view.inner.write().unwrap_or_else(|p| p.into_inner());
-        for item in std::mem::take(&mut self.dirty) {
-            let Some(book) = self.books.get(&item) else {
-                continue;
-            };
-            if !view.by_item.contains_key(&item) {
-                let topic = view.by_topic.entry(book.topic.clone()).or_default();
-                topic.push(item);
-                topic.sort_unstable();
-            }
-            view.by_item.insert(item, book.clone());
-        }
+        self.view.pending().clear();
     }
 
     fn view(&self) -> Arc<CatalogView> {
         self.view.clone()
+    }
+}
+
+fn details(book: &Book) -> BookDetails {
+    BookDetails {
+        item_number: book.item_number,
+        stock: book.stock,
+        cost: book.cost,
+        topic: book.topic.clone(),
+        title: book.title.clone(),
     }
 }
 
@@ -424,16 +414,44 @@ mod tests {
     use super::*;
     use bookstore_core::inventory;
 
-    fn machine_with_db() -> (CatalogMachine, rusqlite::Connection) {
+    /// A directory for one test's database (readers need a file), removed
+    /// when the test ends.
+    struct TempDb(std::path::PathBuf);
+
+    impl TempDb {
+        fn new() -> Self {
+            let dir = std::env::temp_dir().join(format!("bookstore-catalog-{}", fastrand::u64(..)));
+            std::fs::create_dir_all(&dir).expect("dir");
+            Self(dir)
+        }
+    }
+
+    impl Drop for TempDb {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn machine_with_db() -> (CatalogMachine, rusqlite::Connection, TempDb) {
         let books =
             inventory::parse("init,1,3,10,ds,A\ninit,2,1,20,ds,B\ninit,3,5,5,gs,C").expect("valid");
-        let mut conn = rusqlite::Connection::open_in_memory().expect("db");
+        let dir = TempDb::new();
+        let mut conn = bookstore_replication::store::open(&dir.0.join("catalog.db")).expect("db");
         let mut machine = CatalogMachine::new(books);
         let tx = conn.transaction().expect("tx");
         machine.open(&tx).expect("open");
         tx.commit().expect("commit");
         machine.publish();
-        (machine, conn)
+        (machine, conn, dir)
+    }
+
+    fn stock(machine: &CatalogMachine, item_number: ItemNumber) -> u64 {
+        machine
+            .view()
+            .lookup(item_number)
+            .expect("read")
+            .expect("a book")
+            .stock
     }
 
     fn apply(
@@ -465,7 +483,7 @@ mod tests {
 
     #[test]
     fn stock_never_goes_below_zero() {
-        let (mut m, mut conn) = machine_with_db();
+        let (mut m, mut conn, _db) = machine_with_db();
         assert_eq!(
             apply(&mut m, &mut conn, buy(2, "a")),
             CatalogOutput::Adjusted {
@@ -484,11 +502,12 @@ mod tests {
 
     #[test]
     fn a_retried_request_is_applied_once() {
-        let (mut m, mut conn) = machine_with_db();
+        let (mut m, mut conn, _db) = machine_with_db();
         let first = apply(&mut m, &mut conn, buy(1, "same"));
         let again = apply(&mut m, &mut conn, buy(1, "same"));
         assert_eq!(first, again);
-        assert_eq!(m.books[&1].stock, 2);
+        m.publish();
+        assert_eq!(stock(&m, 1), 2);
     }
 
     #[test]
@@ -520,29 +539,56 @@ mod tests {
 
     #[test]
     fn writes_are_visible_to_readers_only_after_publish() {
-        let (mut m, mut conn) = machine_with_db();
+        let (mut m, mut conn, _db) = machine_with_db();
         apply(&mut m, &mut conn, buy(1, "x"));
-        assert_eq!(m.view().lookup(1).expect("book").stock, 3);
+        assert_eq!(stock(&m, 1), 3, "committed, not yet published");
         m.publish();
-        assert_eq!(m.view().lookup(1).expect("book").stock, 2);
+        assert_eq!(stock(&m, 1), 2);
+    }
+
+    #[test]
+    fn readers_see_a_book_as_before_the_batch_until_it_is_published() {
+        // A batch of two buys of one book and a cost change, in one
+        // transaction as the writer applies it, then committed.
+        let (mut m, mut conn, _db) = machine_with_db();
+        let tx = conn.transaction().expect("tx");
+        let mut digest = StateDigest::default();
+        for command in [
+            buy(1, "x"),
+            buy(1, "y"),
+            CatalogCommand::SetCost {
+                item_number: 1,
+                cost: 99,
+            },
+        ] {
+            m.apply(&tx, &command, &mut digest).expect("apply");
+        }
+        tx.commit().expect("commit");
+        let seen = m.view().lookup(1).expect("read").expect("book");
+        assert_eq!((seen.stock, seen.cost), (3, 10), "the published book");
+        assert_eq!(stock(&m, 2), 1, "an untouched book reads from disk");
+        m.publish();
+        let seen = m.view().lookup(1).expect("read").expect("book");
+        assert_eq!((seen.stock, seen.cost), (1, 99));
     }
 
     #[test]
     fn search_is_by_exact_topic_in_item_order() {
-        let (m, _conn) = machine_with_db();
+        let (m, _conn, _db) = machine_with_db();
         let found: Vec<_> = m
             .view()
             .search("ds")
+            .expect("read")
             .into_iter()
             .map(|e| e.item_number)
             .collect();
         assert_eq!(found, vec![1, 2]);
-        assert!(m.view().search("nothing").is_empty());
+        assert!(m.view().search("nothing").expect("read").is_empty());
     }
 
     #[test]
     fn unknown_items_and_cost_changes() {
-        let (mut m, mut conn) = machine_with_db();
+        let (mut m, mut conn, _db) = machine_with_db();
         assert_eq!(
             apply(&mut m, &mut conn, buy(99, "u")),
             CatalogOutput::UnknownItem { item_number: 99 }
@@ -562,9 +608,9 @@ mod tests {
 
     #[test]
     fn a_snapshot_restores_an_identical_machine() {
-        let (mut m, mut conn) = machine_with_db();
+        let (mut m, mut conn, _db) = machine_with_db();
         apply(&mut m, &mut conn, buy(1, "r1"));
-        let (mut other, mut other_conn) = machine_with_db();
+        let (mut other, mut other_conn, _other_db) = machine_with_db();
         apply(&mut other, &mut other_conn, buy(3, "divergent"));
         let snapshot = m.snapshot(&conn).expect("snapshot");
         let tx = other_conn.transaction().expect("tx");
@@ -578,7 +624,7 @@ mod tests {
             CatalogMachine::digest_rows(&other_conn).expect("digest"),
             rows
         );
-        assert_eq!(other.view().lookup(1).expect("book").stock, 2);
+        assert_eq!(stock(&other, 1), 2);
         // The restored request table still deduplicates.
         assert_eq!(
             apply(&mut other, &mut other_conn, buy(1, "r1")).clone(),

@@ -34,6 +34,7 @@ use bookstore_core::shutdown::Shutdown;
 use bookstore_core::token::PeerToken;
 use bookstore_replication::directory::Directory;
 use bookstore_replication::node::{Node, NodeConfig, NodeError};
+use bookstore_replication::store;
 pub use machine::{OrderCommand, OrderMachine};
 
 /// How to run one order member.
@@ -138,7 +139,7 @@ async fn order(
     })?;
     let (_, order) = service.node.read(|view| view.get(order_number))?;
     let order = order
-        .map_err(storage_error)?
+        .map_err(store::read_failed)?
         .ok_or_else(|| ApiError::NotFound(format!("no order {order_number}")))?;
     Ok(Json(Envelope { result: order }))
 }
@@ -225,10 +226,4 @@ fn success(order: Order) -> BuyResponse {
         result: BuyResult::Success,
         order_number: Some(order.order_number),
     }
-}
-
-/// A read of the order database that failed (the member's disk): a 500
-/// with what SQLite said.
-fn storage_error(error: rusqlite::Error) -> ApiError {
-    ApiError::Internal(format!("reading the orders failed: {error}"))
 }

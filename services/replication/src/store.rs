@@ -205,6 +205,12 @@ impl ReadPool {
     }
 }
 
+/// A read of a member's database that failed (its disk): a 500 with what
+/// SQLite said.
+pub fn read_failed(error: rusqlite::Error) -> bookstore_core::ApiError {
+    bookstore_core::ApiError::Internal(format!("reading the database failed: {error}"))
+}
+
 /// Where the data stands: its applied index and the epoch it was written in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DataPosition {
