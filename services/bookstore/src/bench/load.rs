@@ -16,7 +16,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use super::{Op, RunResult};
+use super::{Op, RunCpu, RunResult};
 
 /// How long one request may take before it counts as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -276,6 +276,7 @@ pub(super) fn summarize(
     clients: usize,
     counts: &Counts,
     mut latencies: Vec<u64>,
+    cpu: RunCpu,
 ) -> RunResult {
     latencies.sort_unstable();
     let n = latencies.len();
@@ -308,6 +309,7 @@ pub(super) fn summarize(
         p50_ms: percentile(0.50),
         p99_ms: percentile(0.99),
         max_ms: latencies.last().map_or(0.0, |&l| ms(l)),
+        cpu,
     }
 }
 
@@ -324,7 +326,7 @@ mod tests {
             ..Counts::default()
         };
         let latencies: Vec<u64> = (1..=100).map(|i| i * 1_000_000).collect();
-        let run = summarize(Op::Buy, 3, &counts, latencies);
+        let run = summarize(Op::Buy, 3, &counts, latencies, RunCpu::default());
         assert_eq!(run.requests, 100);
         assert_eq!(run.p50_ms, 50.0);
         assert_eq!(run.p99_ms, 99.0);

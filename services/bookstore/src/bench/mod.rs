@@ -15,7 +15,10 @@
 //! `_count`, giving the mean time of every hop during that run alone
 //! (client to frontend, frontend to cache, to catalog, to order, order to
 //! catalog, primary to replica, ...). With the pids file of `bookstore up`
-//! it also reports each service process's resident memory, idle and peak.
+//! it also reports each service process's resident memory, idle and peak,
+//! and the CPU time every store process spent per request of each run (the
+//! figure that bounds throughput on a machine of few cores), beside the
+//! bench's own.
 //!
 //! Buys need stock: `bookstore bench --write-inventory FILE` writes a large
 //! generated inventory to start the store from (`bookstore up --inventory
@@ -43,7 +46,7 @@ use crate::settings::{DEFAULT_CLUSTER, DEFAULT_DATA_DIR, DEFAULT_INVENTORY};
 pub use self::inventory::generated_inventory;
 use self::inventory::write_inventory;
 use self::load::{Target, Workload, connect_all, measure, run_clients, summarize};
-use self::procs::{memory_of, read_pids};
+use self::procs::{CpuReading, cpu_per_request, memory_of, read_pids, store_processes};
 pub use self::render::render;
 use self::scrape::{Scraper, tier_rows};
 
@@ -190,6 +193,29 @@ pub struct RunResult {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// CPU time per request during this run.
+    pub cpu: RunCpu,
+}
+
+/// CPU time per request of one run, in µs, from /proc (user plus system).
+/// `None` is "not known", never zero: the store's pids are not known (a
+/// store elsewhere), or a process was gone or restarted during the run.
+#[derive(Debug, Default, Serialize)]
+pub struct RunCpu {
+    /// Every store process together (the members and `bookstore up`).
+    pub store_us_per_request: Option<f64>,
+    /// The load generator itself, apart from the store.
+    pub bench_us_per_request: Option<f64>,
+    /// Each store process; empty when the pids are not known.
+    pub processes: Vec<ProcessCpu>,
+}
+
+/// One store process's CPU time per request during a run.
+#[derive(Debug, Serialize)]
+pub struct ProcessCpu {
+    pub member: String,
+    pub pid: u32,
+    pub us_per_request: Option<f64>,
 }
 
 /// The mean time of one hop during one run.
@@ -242,13 +268,15 @@ async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
         }
     };
     let pids = read_pids(&args.data_dir);
-    if pids.is_empty() {
+    if pids.is_none() {
         notes.push(format!(
-            "no memory report: no pids file in {} (pass --data-dir of `bookstore up`)",
+            "no memory report and no store CPU (n/a): no pids file in {} (pass --data-dir of `bookstore up`)",
             args.data_dir.display()
         ));
     }
-    let idle: BTreeMap<String, (f64, f64)> = pids
+    let members = pids.as_ref().map(|p| p.members.clone()).unwrap_or_default();
+    let processes = pids.as_ref().map(store_processes).unwrap_or_default();
+    let idle: BTreeMap<String, (f64, f64)> = members
         .iter()
         .filter_map(|(name, &pid)| Some((name.clone(), memory_of(pid)?)))
         .collect();
@@ -268,9 +296,13 @@ async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
                 Some(scraper) => Some(scraper.scrape().await?),
                 None => None,
             };
+            let cpu_before = CpuReading::take(&processes);
             let (result, latencies) =
                 run_clients(&target, &workload, op, connections, args.requests, limit).await;
-            let run = summarize(op, clients, &result, latencies);
+            let cpu_after = CpuReading::take(&processes);
+            let requests = latencies.len() as u64;
+            let cpu = cpu_per_request(&cpu_before, &cpu_after, requests);
+            let run = summarize(op, clients, &result, latencies, cpu);
             if let (Some(scraper), Some(before)) = (&scraper, before) {
                 let after = scraper.scrape().await?;
                 tiers.extend(tier_rows(op, clients, &run, &before, &after));
@@ -278,7 +310,16 @@ async fn run(args: &BenchArgs) -> anyhow::Result<Report> {
             runs.push(run);
         }
     }
-    let memory = pids
+    if runs
+        .iter()
+        .any(|run| !run.cpu.processes.is_empty() && run.cpu.store_us_per_request.is_none())
+    {
+        notes.push(
+            "store CPU n/a for some runs: a store process was gone or restarted during the run"
+                .to_owned(),
+        );
+    }
+    let memory = members
         .iter()
         .filter_map(|(name, &pid)| {
             let (after, peak) = memory_of(pid)?;

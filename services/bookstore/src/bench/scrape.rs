@@ -202,6 +202,7 @@ fn tier_order(from: &str, to: &str) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bench::RunCpu;
     use crate::bench::load::{Counts, summarize};
 
     #[test]
@@ -231,7 +232,13 @@ mod tests {
             "bookstore_upstream_duration_seconds_sum{from=\"frontend\",operation=\"lookup\",outcome=\"ok\",to=\"cache\"} 1.2\n\
              bookstore_upstream_duration_seconds_count{from=\"frontend\",operation=\"lookup\",outcome=\"ok\",to=\"cache\"} 300\n",
         );
-        let run = summarize(Op::Lookup, 1, &Counts::default(), vec![1_000; 200]);
+        let run = summarize(
+            Op::Lookup,
+            1,
+            &Counts::default(),
+            vec![1_000; 200],
+            RunCpu::default(),
+        );
         let rows = tier_rows(Op::Lookup, 1, &run, &before, &after);
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].tier, "frontend → cache (lookup)");
