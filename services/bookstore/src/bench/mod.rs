@@ -82,8 +82,9 @@ pub struct BenchArgs {
     /// Skip the per-tier breakdown (no `/metrics` scrapes).
     #[arg(long)]
     pub no_tiers: bool,
-    /// The data directory of `bookstore up`: its pids file gives the service
-    /// processes whose memory is reported (skipped when absent).
+    /// The data directory of `bookstore up`: its pids file gives the store's
+    /// processes whose memory and CPU per request are reported (without it,
+    /// no memory report and the store's CPU is n/a).
     #[arg(long, env = "BOOKSTORE_DATA_DIR", default_value = DEFAULT_DATA_DIR)]
     pub data_dir: PathBuf,
     /// Print the results as one JSON object instead of tables.
