@@ -1,6 +1,7 @@
 //! A small run of `bookstore bench` against `bookstore up` as real
 //! processes, to keep the load generator working. It checks that the output
-//! parses and that every request was answered; it never checks speed.
+//! parses, that every request was answered and that the CPU per request of
+//! the store's processes was read; it never checks speed.
 
 mod support;
 
@@ -63,6 +64,25 @@ fn bench_measures_every_operation_with_the_tier_breakdown() {
         );
     }
 
+    // CPU per request: every store process (the six members and `up`
+    // itself) has a figure in every run, and the bench's own is apart. A
+    // short run may spend less than a clock tick in one process, so only
+    // the store's sum over all runs is required to be above zero.
+    let mut store_cpu = 0.0;
+    for run in runs {
+        let cpu = &run["cpu"];
+        let processes = cpu["processes"].as_array().expect("cpu.processes");
+        assert_eq!(processes.len(), 7, "{cpu}");
+        for process in processes {
+            assert!(process["us_per_request"].as_f64().is_some(), "{process}");
+        }
+        store_cpu += cpu["store_us_per_request"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("store CPU of {run}"));
+        assert!(cpu["bench_us_per_request"].as_f64().is_some(), "{cpu}");
+    }
+    assert!(store_cpu > 0.0, "the store spent no CPU: {runs:?}");
+
     // The per-tier breakdown names the hops of a buy, down to the replicas.
     let tiers: Vec<&str> = report["tiers"]
         .as_array()
@@ -113,4 +133,25 @@ fn bench_measures_every_operation_with_the_tier_breakdown() {
         text.contains("Per-tier mean latency of lookup in ms"),
         "{text}"
     );
+    assert!(text.contains("store µs/req"), "{text}");
+    assert!(text.contains("CPU per request of lookup in µs"), "{text}");
+
+    // Against a store whose pids are not known, the store's CPU is n/a,
+    // not zero.
+    let elsewhere = dir.path().join("no-such-data-dir");
+    let remote = Command::new(env!("CARGO_BIN_EXE_bookstore"))
+        .args(["bench", "--frontend", &up.frontend()])
+        .args(["--ops", "lookup", "--clients", "1", "--requests", "20"])
+        .arg("--no-tiers")
+        .arg("--data-dir")
+        .arg(&elsewhere)
+        .arg("--inventory")
+        .arg(&inventory)
+        .arg("--json")
+        .output()
+        .expect("run bookstore bench");
+    let remote: Value = serde_json::from_slice(&remote.stdout).expect("bench --json prints JSON");
+    let cpu = &remote["runs"][0]["cpu"];
+    assert!(cpu["store_us_per_request"].is_null(), "{cpu}");
+    assert_eq!(cpu["processes"].as_array().map(Vec::len), Some(0), "{cpu}");
 }

@@ -547,6 +547,14 @@ async fn every_service_exposes_health_and_metrics() {
             "{}",
             member.name()
         );
+        // The process's own CPU and memory, under the standard names, so a
+        // scrape gives the CPU per request of each pod.
+        for series in [
+            "# TYPE process_cpu_seconds_total counter",
+            "\nprocess_resident_memory_bytes ",
+        ] {
+            assert!(metrics.contains(series), "{}: no {series:?}", member.name());
+        }
     }
     let frontend_metrics = store
         .http

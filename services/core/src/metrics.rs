@@ -5,15 +5,23 @@
 //! answer the original's evaluation questions: how long each route takes as
 //! seen by its caller (`bookstore_http_request_duration_seconds`) and how long
 //! each call to another tier takes (`bookstore_upstream_duration_seconds`).
+//! Every registry also carries the process's CPU time and resident memory
+//! under the standard names (`process_cpu_seconds_total`,
+//! `process_resident_memory_bytes`), so a scrape gives the CPU per request
+//! of each pod without access to its `/proc`.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use prometheus::{Encoder, HistogramOpts, HistogramVec, Registry, TextEncoder};
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{Counter, Encoder, Gauge, HistogramOpts, HistogramVec, Registry, TextEncoder};
+
+use crate::process::ProcessStat;
 
 /// Latency buckets from 50 µs (a cache hit on loopback) to 5 s (a peer timeout).
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -61,13 +69,14 @@ impl Metrics {
         };
         metrics.register(Box::new(metrics.http_duration.clone()));
         metrics.register(Box::new(metrics.upstream_duration.clone()));
+        metrics.register(Box::new(ProcessCollector::new()));
         metrics
     }
 
     /// Registers a service-specific collector (cache hits, replication lag...).
     ///
     /// Panics on a duplicate name: that is a programming error found by any test.
-    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+    pub fn register(&self, collector: Box<dyn Collector>) {
         self.registry
             .register(collector)
             .expect("each metric is registered once per service");
@@ -93,6 +102,69 @@ impl Metrics {
             tracing::warn!(%error, "encoding metrics failed");
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// This process's CPU time and resident memory, read from `/proc/self/stat`
+/// at each scrape (nothing is counted between scrapes).
+struct ProcessCollector {
+    cpu: Counter,
+    resident: Gauge,
+    descs: Vec<Desc>,
+    /// A counter only grows by increments: two scrapes at once would both
+    /// add the same growth, so one scrape at a time brings it up to date.
+    updating: Mutex<()>,
+}
+
+impl ProcessCollector {
+    fn new() -> Self {
+        let cpu = Counter::new(
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+        )
+        .expect("static metric definition is valid");
+        let resident = Gauge::new(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+        )
+        .expect("static metric definition is valid");
+        let descs = cpu
+            .desc()
+            .into_iter()
+            .chain(resident.desc())
+            .cloned()
+            .collect();
+        Self {
+            cpu,
+            resident,
+            descs,
+            updating: Mutex::new(()),
+        }
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        // Without /proc (not Linux) the series are left out rather than
+        // reported as zero.
+        let Some(stat) = ProcessStat::read_self() else {
+            return Vec::new();
+        };
+        {
+            let _one_scrape = self.updating.lock().unwrap_or_else(PoisonError::into_inner);
+            let growth = stat.cpu().as_secs_f64() - self.cpu.get();
+            if growth > 0.0 {
+                self.cpu.inc_by(growth);
+            }
+        }
+        self.resident.set(stat.resident_bytes() as f64);
+        let mut families = self.cpu.collect();
+        families.extend(self.resident.collect());
+        families
     }
 }
 
@@ -137,5 +209,32 @@ mod tests {
         metrics.observe_upstream("cache", "lookup", true, Instant::now());
         let text = metrics.render();
         assert!(text.contains("bookstore_upstream_duration_seconds_count{from=\"frontend\",operation=\"lookup\",outcome=\"ok\",to=\"cache\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn every_registry_exports_the_process_cpu_and_memory() {
+        let value = |text: &str, name: &str| -> f64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+                .and_then(|value| value.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in {text}"))
+        };
+        let metrics = Metrics::new("catalog");
+        let first = metrics.render();
+        assert!(
+            first.contains("# TYPE process_cpu_seconds_total counter"),
+            "{first}"
+        );
+        assert!(
+            value(&first, "process_resident_memory_bytes") > 0.0,
+            "{first}"
+        );
+        // Scraped again, the counter follows the kernel's and never goes back.
+        let second = metrics.render();
+        assert!(
+            value(&second, "process_cpu_seconds_total")
+                >= value(&first, "process_cpu_seconds_total"),
+            "{first}\n{second}"
+        );
     }
 }
