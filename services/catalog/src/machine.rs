@@ -102,7 +102,13 @@ impl CatalogView {
     }
 }
 
-const BOOK_COLUMNS: &str = "item_number, title, topic, cost, stock";
+/// The columns of a book, in the order [`book_of_row`] reads them; a macro
+/// so the statements below are literals (no string built per lookup).
+macro_rules! book_columns {
+    () => {
+        "item_number, title, topic, cost, stock"
+    };
+}
 
 fn book_of_row(row: &Row) -> rusqlite::Result<BookDetails> {
     Ok(BookDetails {
@@ -118,8 +124,10 @@ fn select_book(
     conn: &Connection,
     item_number: ItemNumber,
 ) -> rusqlite::Result<Option<BookDetails>> {
-    conn.prepare_cached(&format!(
-        "SELECT {BOOK_COLUMNS} FROM books WHERE item_number = ?1"
+    conn.prepare_cached(concat!(
+        "SELECT ",
+        book_columns!(),
+        " FROM books WHERE item_number = ?1"
     ))?
     .query_row([item_number as i64], book_of_row)
     .optional()
@@ -151,11 +159,12 @@ fn book_row(book: &BookDetails) -> (ItemNumber, &str, &str, u64, u64) {
 fn read_requests(conn: &Connection) -> rusqlite::Result<Vec<(String, CatalogOutput)>> {
     let mut requests =
         conn.prepare("SELECT request_id, output FROM requests ORDER BY request_id")?;
-    requests
-        .query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, output_of_json(row, 1)?))
-        })?
-        .collect()
+    requests.query_map([], request_of_row)?.collect()
+}
+
+/// A `requests` row read as `request_id, output`.
+fn request_of_row(row: &Row) -> rusqlite::Result<(String, CatalogOutput)> {
+    Ok((row.get(0)?, output_of_json(row, 1)?))
 }
 
 /// An outcome as `requests` stores it: JSON text.
@@ -187,8 +196,10 @@ impl CatalogMachine {
     }
 
     fn save_book(tx: &Transaction, book: &BookDetails) -> rusqlite::Result<()> {
-        tx.prepare_cached(&format!(
-            "INSERT OR REPLACE INTO books ({BOOK_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"
+        tx.prepare_cached(concat!(
+            "INSERT OR REPLACE INTO books (",
+            book_columns!(),
+            ") VALUES (?1, ?2, ?3, ?4, ?5)"
         ))?
         .execute(params![
             book.item_number as i64,
@@ -344,8 +355,10 @@ impl StateMachine for CatalogMachine {
     }
 
     fn snapshot(&self, conn: &Connection) -> rusqlite::Result<CatalogSnapshot> {
-        let mut books = conn.prepare(&format!(
-            "SELECT {BOOK_COLUMNS} FROM books ORDER BY item_number"
+        let mut books = conn.prepare(concat!(
+            "SELECT ",
+            book_columns!(),
+            " FROM books ORDER BY item_number"
         ))?;
         let books = books
             .query_map([], book_of_row)?
@@ -376,17 +389,12 @@ impl StateMachine for CatalogMachine {
 
     fn digest_rows(conn: &Connection) -> rusqlite::Result<StateDigest> {
         let mut books = StateDigest::default();
-        let mut rows = conn.prepare(&format!("SELECT {BOOK_COLUMNS} FROM books"))?;
+        let mut rows = conn.prepare(concat!("SELECT ", book_columns!(), " FROM books"))?;
         for book in rows.query_map([], book_of_row)? {
             books.add(BOOKS, &book_row(&book?));
         }
         let mut requests = conn.prepare("SELECT request_id, output FROM requests")?;
-        let requests = StateDigest::of_rows(
-            REQUESTS,
-            requests.query_map([], |row| {
-                Ok((row.get::<_, String>(0)?, output_of_json(row, 1)?))
-            })?,
-        )?;
+        let requests = StateDigest::of_rows(REQUESTS, requests.query_map([], request_of_row)?)?;
         Ok(books.combine(requests))
     }
 

@@ -15,6 +15,14 @@ use bookstore_replication::store::{ReadPool, StateDigest, StateMachine};
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, params};
 use serde::{Deserialize, Serialize};
 
+/// The columns of an order, in the order [`order_of_row`] reads them; a
+/// macro so the statements are literals.
+macro_rules! order_columns {
+    () => {
+        "order_number, item_number, request_id"
+    };
+}
+
 /// A write to the order log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -40,16 +48,22 @@ pub struct OrderView {
 impl OrderView {
     pub fn get(&self, order_number: OrderNumber) -> rusqlite::Result<Option<Order>> {
         self.query(
-            "SELECT order_number, item_number, request_id FROM orders
-             WHERE order_number = ?1 AND order_number <= ?2",
+            concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders WHERE order_number = ?1 AND order_number <= ?2"
+            ),
             order_number as i64,
         )
     }
 
     pub fn by_request(&self, request_id: &str) -> rusqlite::Result<Option<Order>> {
         self.query(
-            "SELECT order_number, item_number, request_id FROM orders
-             WHERE request_id = ?1 AND order_number <= ?2",
+            concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders WHERE request_id = ?1 AND order_number <= ?2"
+            ),
             request_id,
         )
     }
@@ -96,9 +110,11 @@ impl OrderMachine {
     }
 
     fn save(tx: &Transaction, order: &Order) -> rusqlite::Result<()> {
-        tx.prepare_cached(
-            "INSERT INTO orders (order_number, item_number, request_id) VALUES (?1, ?2, ?3)",
-        )?
+        tx.prepare_cached(concat!(
+            "INSERT INTO orders (",
+            order_columns!(),
+            ") VALUES (?1, ?2, ?3)"
+        ))?
         .execute(params![
             order.order_number as i64,
             order.item_number as i64,
@@ -146,9 +162,11 @@ impl StateMachine for OrderMachine {
             item_number,
         } = command;
         let existing = tx
-            .prepare_cached(
-                "SELECT order_number, item_number, request_id FROM orders WHERE request_id = ?1",
-            )?
+            .prepare_cached(concat!(
+                "SELECT ",
+                order_columns!(),
+                " FROM orders WHERE request_id = ?1"
+            ))?
             .query_row([request_id], order_of_row)
             .optional()?;
         if let Some(existing) = existing {
@@ -166,9 +184,11 @@ impl StateMachine for OrderMachine {
     }
 
     fn snapshot(&self, conn: &Connection) -> rusqlite::Result<OrderSnapshot> {
-        let mut statement = conn.prepare(
-            "SELECT order_number, item_number, request_id FROM orders ORDER BY order_number",
-        )?;
+        let mut statement = conn.prepare(concat!(
+            "SELECT ",
+            order_columns!(),
+            " FROM orders ORDER BY order_number"
+        ))?;
         let orders = statement
             .query_map([], order_of_row)?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -191,8 +211,7 @@ impl StateMachine for OrderMachine {
     }
 
     fn digest_rows(conn: &Connection) -> rusqlite::Result<StateDigest> {
-        let mut orders =
-            conn.prepare("SELECT order_number, item_number, request_id FROM orders")?;
+        let mut orders = conn.prepare(concat!("SELECT ", order_columns!(), " FROM orders"))?;
         let rows = orders.query_map([], order_of_row)?;
         StateDigest::of_rows(ORDERS, rows)
     }

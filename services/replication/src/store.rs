@@ -25,10 +25,11 @@ use crate::topology::{Epoch, LogIndex};
 ///
 /// Commands must be deterministic: every member applies the same commands in
 /// the same order to the same state and so reaches the same outputs. The
-/// machine keeps a working copy that the writer mutates and a published view
-/// that readers see; [`StateMachine::publish`] copies changes into the view
-/// once a batch is durable on every in-sync member, so no reader ever sees a
-/// write that could still be lost.
+/// rows live in the database; readers read them through the machine's view,
+/// which must not show a batch before [`StateMachine::publish`] (called once
+/// the batch is durable on every in-sync member), so no reader ever sees a
+/// write that could still be lost, though the primary has already committed
+/// it to its own disk.
 pub trait StateMachine: Send + 'static {
     type Command: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static;
     type Output: Serialize + DeserializeOwned + Clone + std::fmt::Debug + Send + Sync + 'static;
@@ -36,8 +37,9 @@ pub trait StateMachine: Send + 'static {
     /// What readers see.
     type View: Send + Sync + 'static;
 
-    /// Creates the machine's tables if missing, and loads the working state;
-    /// a fresh database is seeded (for example with the initial inventory).
+    /// Creates the machine's tables if missing and binds its view to the
+    /// database; a fresh database is seeded (for example with the initial
+    /// inventory).
     fn open(&mut self, tx: &Transaction) -> rusqlite::Result<()>;
     /// Applies one command inside the batch's transaction, and accounts
     /// every row it adds, changes or removes in `digest`.
@@ -48,9 +50,9 @@ pub trait StateMachine: Send + 'static {
         digest: &mut StateDigest,
     ) -> rusqlite::Result<Self::Output>;
     /// The whole state, for a resync; `conn` is the writer's connection,
-    /// between batches (so the rows on disk are the working state).
+    /// between batches (so no batch is half applied).
     fn snapshot(&self, conn: &Connection) -> rusqlite::Result<Self::Snapshot>;
-    /// Replaces the whole state (tables and working copy) with `snapshot`,
+    /// Replaces the whole state with `snapshot`,
     /// adding every row it writes to `digest` (which starts empty).
     fn restore(
         &mut self,
@@ -64,7 +66,7 @@ pub trait StateMachine: Send + 'static {
     fn digest_rows(conn: &Connection) -> rusqlite::Result<StateDigest>
     where
         Self: Sized;
-    /// Makes the working state visible to readers.
+    /// Makes every batch applied so far visible to readers.
     fn publish(&mut self);
     /// The shared read view.
     fn view(&self) -> std::sync::Arc<Self::View>;
@@ -219,25 +221,28 @@ pub struct DataPosition {
 }
 
 pub fn read_position(conn: &Connection) -> rusqlite::Result<DataPosition> {
-    let get = |key: &str| -> rusqlite::Result<u64> {
-        let value: Option<i64> = conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-                row.get(0)
-            })
-            .optional()?;
-        Ok(value.map_or(0, |v| v as u64))
-    };
     Ok(DataPosition {
-        applied: get("applied")?,
-        epoch: get("epoch")?,
+        applied: read_meta(conn, "applied")?.map_or(0, |v| v as u64),
+        epoch: read_meta(conn, "epoch")?.map_or(0, |v| v as u64),
     })
 }
 
 pub fn write_position(tx: &Transaction, position: DataPosition) -> rusqlite::Result<()> {
-    let mut statement =
-        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
-    statement.execute(params!["applied", position.applied as i64])?;
-    statement.execute(params!["epoch", position.epoch as i64])?;
+    write_meta(tx, "applied", position.applied as i64)?;
+    write_meta(tx, "epoch", position.epoch as i64)
+}
+
+/// One value of `meta`, if it is there.
+fn read_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
+        row.get(0)
+    })
+    .optional()
+}
+
+fn write_meta(tx: &Transaction, key: &str, value: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+        .execute(params![key, value])?;
     Ok(())
 }
 
@@ -315,25 +320,21 @@ fn row_hash(table: &str, row: &impl Serialize) -> u128 {
 /// The digest `meta` holds, or `None` for a database written before the
 /// digest was kept.
 pub fn read_digest(conn: &Connection) -> rusqlite::Result<Option<StateDigest>> {
-    let get = |key: &str| -> rusqlite::Result<Option<i64>> {
-        conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |row| {
-            row.get(0)
-        })
-        .optional()
-    };
-    Ok(match (get("digest_high")?, get("digest_low")?) {
-        (Some(high), Some(low)) => Some(StateDigest::from_halves(high, low)),
-        _ => None,
-    })
+    Ok(
+        match (
+            read_meta(conn, "digest_high")?,
+            read_meta(conn, "digest_low")?,
+        ) {
+            (Some(high), Some(low)) => Some(StateDigest::from_halves(high, low)),
+            _ => None,
+        },
+    )
 }
 
 pub fn write_digest(tx: &Transaction, digest: StateDigest) -> rusqlite::Result<()> {
     let (high, low) = digest.halves();
-    let mut statement =
-        tx.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?;
-    statement.execute(params!["digest_high", high])?;
-    statement.execute(params!["digest_low", low])?;
-    Ok(())
+    write_meta(tx, "digest_high", high)?;
+    write_meta(tx, "digest_low", low)
 }
 
 #[cfg(test)]

@@ -469,7 +469,7 @@ impl<M: StateMachine> Shared<M> {
         })
         .await
         .map_err(|error| ApiError::Internal(format!("the verification task failed: {error}")))?
-        .map_err(|error| ApiError::Internal(format!("reading the database failed: {error}")))
+        .map_err(store::read_failed)
     }
 }
 
